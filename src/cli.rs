@@ -1,0 +1,268 @@
+//! Command line: every flag can also come from a `GRACEGATE_*` environment variable.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use crate::inject::{DEFAULT_CONDITION_PREFIX, PrestopAction, Settings};
+use crate::timing::TimingSettings;
+use crate::{Error, Result};
+
+#[derive(Debug, Parser)]
+#[command(name = "gracegate", version, about = "Zero-downtime rolling updates behind AWS load balancers")]
+pub struct Cli {
+    /// Log format; the level comes from RUST_LOG (default `info`).
+    #[arg(long, env = "GRACEGATE_LOG_FORMAT", value_enum, default_value_t = LogFormat::Plain, global = true)]
+    pub log_format: LogFormat,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Plain,
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Serve the mutating admission webhook (HTTPS) and its admin port (HTTP).
+    Webhook(WebhookArgs),
+    /// Make a CA and a serving certificate for the webhook.
+    Certs(CertsArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct WebhookArgs {
+    /// HTTPS address for `POST /mutate`.
+    #[arg(long, env = "GRACEGATE_LISTEN", default_value = "0.0.0.0:8443")]
+    pub listen: SocketAddr,
+
+    /// Plain-HTTP address for /livez, /readyz and /metrics.
+    #[arg(long, env = "GRACEGATE_ADMIN_LISTEN", default_value = "0.0.0.0:8080")]
+    pub admin_listen: SocketAddr,
+
+    /// PEM certificate chain; re-read when the file changes.
+    #[arg(long, env = "GRACEGATE_TLS_CERT")]
+    pub tls_cert: PathBuf,
+
+    /// PEM private key; re-read when the file changes.
+    #[arg(long, env = "GRACEGATE_TLS_KEY")]
+    pub tls_key: PathBuf,
+
+    /// Read Namespaces, Services, Ingresses and TargetGroupBindings from this directory of
+    /// YAML/JSON files instead of watching a cluster.
+    #[arg(long, env = "GRACEGATE_OBJECTS")]
+    pub objects: Option<PathBuf>,
+
+    /// How often the certificate files are checked for a change.
+    #[arg(long, env = "GRACEGATE_CERT_RELOAD_SECONDS", default_value_t = 10)]
+    pub cert_reload_seconds: u64,
+
+    /// After SIGTERM, keep serving this long with /readyz false, so that the API server stops
+    /// sending reviews here before the port closes.
+    #[arg(long, env = "GRACEGATE_SHUTDOWN_DELAY_SECONDS", default_value_t = 5)]
+    pub shutdown_delay_seconds: u64,
+
+    #[command(flatten)]
+    pub inject: InjectArgs,
+}
+
+#[derive(Clone, Debug, Args)]
+pub struct InjectArgs {
+    /// preStop sleep when no annotation and no deregistration delay says otherwise.
+    #[arg(long, env = "GRACEGATE_PRESTOP_SECONDS", default_value_t = 40)]
+    pub prestop_seconds: u32,
+
+    /// Cap on the preStop sleep, from a deregistration delay or an annotation.
+    #[arg(long, env = "GRACEGATE_MAX_PRESTOP_SECONDS", default_value_t = 120)]
+    pub max_prestop_seconds: u32,
+
+    /// Added to the preStop sleep to give terminationGracePeriodSeconds.
+    #[arg(long, env = "GRACEGATE_SHUTDOWN_BUDGET_SECONDS", default_value_t = 30)]
+    pub shutdown_budget_seconds: u32,
+
+    /// `sleep`: native preStop sleep action (Kubernetes ≥ 1.30); `exec`: /bin/sh -c "sleep S";
+    /// `auto`: by the API server's version, read once at start (`sleep` with --objects).
+    #[arg(long, env = "GRACEGATE_PRESTOP_MODE", value_enum, default_value_t = PrestopMode::Auto)]
+    pub prestop_mode: PrestopMode,
+
+    /// Namespace label (KEY=VALUE) that opts a namespace in.
+    #[arg(long, env = "GRACEGATE_NAMESPACE_LABEL", default_value = "elbv2.k8s.aws/pod-readiness-gate-inject=enabled", value_parser = parse_label)]
+    pub namespace_label: (String, String),
+
+    /// Readiness gate condition type prefix; the gate is PREFIX/<TargetGroupBinding name>.
+    #[arg(long, env = "GRACEGATE_CONDITION_PREFIX", default_value = DEFAULT_CONDITION_PREFIX)]
+    pub condition_prefix: String,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum PrestopMode {
+    Auto,
+    Sleep,
+    Exec,
+}
+
+impl PrestopMode {
+    /// The action to inject, given the API server's version when it is known.
+    /// The native sleep action is on by default from Kubernetes 1.30 (PodLifecycleSleepAction).
+    pub fn resolve(self, server_version: Option<(u32, u32)>) -> PrestopAction {
+        match (self, server_version) {
+            (PrestopMode::Sleep, _) | (PrestopMode::Auto, None) => PrestopAction::Sleep,
+            (PrestopMode::Exec, _) => PrestopAction::Exec,
+            (PrestopMode::Auto, Some(version)) if version >= (1, 30) => PrestopAction::Sleep,
+            (PrestopMode::Auto, Some(_)) => PrestopAction::Exec,
+        }
+    }
+}
+
+/// `major`/`minor` as `/version` reports them; EKS says e.g. minor `"30+"`.
+pub fn parse_server_version(major: &str, minor: &str) -> Option<(u32, u32)> {
+    let digits = |s: &str| -> Option<u32> {
+        let end = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+        s[..end].parse().ok()
+    };
+    Some((digits(major)?, digits(minor)?))
+}
+
+impl InjectArgs {
+    /// Check the flags and turn them into decision settings.
+    pub fn settings(&self, prestop_action: PrestopAction) -> Result<Settings> {
+        if self.prestop_seconds > self.max_prestop_seconds {
+            return Err(Error::Settings(format!(
+                "--prestop-seconds {} is above --max-prestop-seconds {}",
+                self.prestop_seconds, self.max_prestop_seconds
+            )));
+        }
+        if !is_dns_subdomain(&self.condition_prefix) {
+            return Err(Error::Settings(format!(
+                "--condition-prefix {:?} must be a DNS subdomain (lowercase letters, digits, '-' \
+                 and '.', at most 253 characters), as the API server requires of a condition type's prefix",
+                self.condition_prefix
+            )));
+        }
+        Ok(Settings {
+            timing: TimingSettings {
+                prestop_seconds: self.prestop_seconds,
+                max_prestop_seconds: self.max_prestop_seconds,
+                shutdown_budget_seconds: self.shutdown_budget_seconds,
+            },
+            prestop_action,
+            condition_prefix: self.condition_prefix.clone(),
+            namespace_label: self.namespace_label.clone(),
+        })
+    }
+}
+
+fn parse_label(s: &str) -> std::result::Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((k, v)) if !k.is_empty() => Ok((k.to_string(), v.to_string())),
+        _ => Err(format!("expected KEY=VALUE, got {s:?}")),
+    }
+}
+
+fn is_dns_subdomain(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 253
+        && s.split('.').all(|label| {
+            !label.is_empty()
+                && label.len() <= 63
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+                && !label.starts_with('-')
+                && !label.ends_with('-')
+        })
+}
+
+#[derive(Debug, Args)]
+pub struct CertsArgs {
+    /// The webhook's Service name.
+    #[arg(long, env = "GRACEGATE_SERVICE", default_value = "gracegate")]
+    pub service: String,
+
+    /// The webhook's namespace.
+    #[arg(long, env = "GRACEGATE_NAMESPACE", default_value = "gracegate-system")]
+    pub namespace: String,
+
+    /// Directory for ca.crt, ca.key, tls.crt, tls.key and ca-bundle.
+    #[arg(long, env = "GRACEGATE_CERTS_OUT", default_value = "certs")]
+    pub out: PathBuf,
+
+    /// Validity of the serving certificate.
+    #[arg(long, env = "GRACEGATE_CERT_VALID_DAYS", default_value_t = 365)]
+    pub valid_days: i64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rstest::rstest;
+
+    #[rstest]
+    #[case(PrestopMode::Auto, Some((1, 32)), PrestopAction::Sleep)]
+    #[case(PrestopMode::Auto, Some((1, 30)), PrestopAction::Sleep)]
+    #[case(PrestopMode::Auto, Some((1, 29)), PrestopAction::Exec)]
+    #[case(PrestopMode::Auto, Some((2, 0)), PrestopAction::Sleep)]
+    #[case(PrestopMode::Auto, None, PrestopAction::Sleep)]
+    #[case(PrestopMode::Exec, Some((1, 32)), PrestopAction::Exec)]
+    #[case(PrestopMode::Sleep, Some((1, 28)), PrestopAction::Sleep)]
+    fn prestop_mode(
+        #[case] mode: PrestopMode,
+        #[case] version: Option<(u32, u32)>,
+        #[case] expected: PrestopAction,
+    ) {
+        assert_eq!(mode.resolve(version), expected);
+    }
+
+    #[rstest]
+    #[case("1", "32", Some((1, 32)))]
+    #[case("1", "30+", Some((1, 30)))]
+    #[case("1", "", None)]
+    #[case("v1", "29", None)]
+    fn server_version(#[case] major: &str, #[case] minor: &str, #[case] expected: Option<(u32, u32)>) {
+        assert_eq!(parse_server_version(major, minor), expected);
+    }
+
+    #[test]
+    fn flags_and_env() {
+        let cli = Cli::try_parse_from([
+            "gracegate", "webhook", "--tls-cert", "c", "--tls-key", "k",
+            "--namespace-label", "team=web", "--prestop-mode", "exec",
+        ])
+        .unwrap();
+        let Command::Webhook(args) = cli.command else { panic!("webhook") };
+        assert_eq!(args.inject.namespace_label, ("team".to_string(), "web".to_string()));
+        let settings = args.inject.settings(args.inject.prestop_mode.resolve(None)).unwrap();
+        assert_eq!(settings.prestop_action, PrestopAction::Exec);
+        assert_eq!(settings.timing, TimingSettings::default());
+        assert_eq!(settings.gate("b"), "target-health.elbv2.k8s.aws/b");
+    }
+
+    #[rstest]
+    #[case(&["--namespace-label", "novalue"])]
+    #[case(&["--prestop-seconds", "-1"])]
+    #[case(&["--prestop-mode", "maybe"])]
+    fn bad_flags_are_refused(#[case] extra: &[&str]) {
+        let mut argv = vec!["gracegate", "webhook", "--tls-cert", "c", "--tls-key", "k"];
+        argv.extend_from_slice(extra);
+        assert!(Cli::try_parse_from(argv).is_err());
+    }
+
+    #[rstest]
+    #[case("Target-Health.example", false)]
+    #[case("target-health.example.com", true)]
+    #[case("-bad.example", false)]
+    #[case("", false)]
+    fn condition_prefix(#[case] prefix: &str, #[case] ok: bool) {
+        let cli = Cli::try_parse_from(["gracegate", "webhook", "--tls-cert", "c", "--tls-key", "k"]).unwrap();
+        let Command::Webhook(mut args) = cli.command else { panic!("webhook") };
+        args.inject.condition_prefix = prefix.to_string();
+        assert_eq!(args.inject.settings(PrestopAction::Sleep).is_ok(), ok);
+        args.inject.condition_prefix = DEFAULT_CONDITION_PREFIX.into();
+        args.inject.prestop_seconds = 500;
+        assert!(args.inject.settings(PrestopAction::Sleep).is_err());
+    }
+}

@@ -1,0 +1,486 @@
+//! What the webhook adds to a pod: pod + the objects of its namespace + settings → [`Plan`]
+//! → JSONPatch. Pure: no I/O, no clock, and malformed input becomes a warning.
+//!
+//! The plan only ever *adds*: gates that are missing, a preStop where a container has none, a
+//! grace period raised to what the preStop needs. Planning again on the patched pod yields an
+//! empty plan, which is what makes `reinvocationPolicy: IfNeeded` safe.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+
+use json_patch::jsonptr::PointerBuf;
+use json_patch::{AddOperation, Patch, PatchOperation, ReplaceOperation};
+use k8s_openapi::api::core::v1::{Container, LifecycleHandler, Namespace, Pod, Service};
+use k8s_openapi::api::networking::v1::Ingress;
+use serde_json::{Value, json};
+
+use crate::binding::{self, DelaySource, TargetGroupBinding, TargetType};
+use crate::timing::{
+    self, ANNOTATION_CONTAINERS, ANNOTATION_INJECT, Timing, TimingSettings,
+};
+
+/// The default condition type prefix, shared with the AWS Load Balancer Controller.
+pub const DEFAULT_CONDITION_PREFIX: &str = "target-health.elbv2.k8s.aws";
+/// The default namespace opt-in label, shared with the AWS Load Balancer Controller.
+pub const DEFAULT_NAMESPACE_LABEL: (&str, &str) = ("elbv2.k8s.aws/pod-readiness-gate-inject", "enabled");
+/// The API server rejects a condition type whose name part is longer than this.
+pub const MAX_CONDITION_NAME_LENGTH: usize = 63;
+
+/// How an injected preStop waits.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PrestopAction {
+    /// `lifecycle.preStop.sleep.seconds`: Kubernetes ≥ 1.30, needs no shell in the image.
+    Sleep,
+    /// `exec: ["/bin/sh", "-c", "sleep S"]`: for older API servers; needs a shell.
+    Exec,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Settings {
+    pub timing: TimingSettings,
+    pub prestop_action: PrestopAction,
+    pub condition_prefix: String,
+    pub namespace_label: (String, String),
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            timing: TimingSettings::default(),
+            prestop_action: PrestopAction::Sleep,
+            condition_prefix: DEFAULT_CONDITION_PREFIX.to_string(),
+            namespace_label: (
+                DEFAULT_NAMESPACE_LABEL.0.to_string(),
+                DEFAULT_NAMESPACE_LABEL.1.to_string(),
+            ),
+        }
+    }
+}
+
+impl Settings {
+    /// The readiness gate condition type for a binding.
+    pub fn gate(&self, binding_name: &str) -> String {
+        format!("{}/{}", self.condition_prefix, binding_name)
+    }
+}
+
+/// The cluster objects of one namespace that a decision reads.
+#[derive(Clone, Debug, Default)]
+pub struct NamespaceObjects {
+    /// `None` when the namespace is not (yet) known: nothing is injected.
+    pub namespace: Option<Arc<Namespace>>,
+    pub services: Vec<Arc<Service>>,
+    pub bindings: Vec<Arc<TargetGroupBinding>>,
+    pub ingresses: Vec<Arc<Ingress>>,
+}
+
+/// Why a pod is left unchanged; for logs and metrics, not for the user.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Skip {
+    NamespaceUnknown,
+    NamespaceNotOptedIn,
+    NamespaceOptedOut,
+    PodOptedOut,
+    NoBinding,
+}
+
+impl Skip {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Skip::NamespaceUnknown => "namespace-unknown",
+            Skip::NamespaceNotOptedIn => "namespace-not-opted-in",
+            Skip::NamespaceOptedOut => "namespace-opted-out",
+            Skip::PodOptedOut => "pod-opted-out",
+            Skip::NoBinding => "no-binding",
+        }
+    }
+}
+
+/// A container that gets a preStop.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PrestopAdd {
+    /// Index into `spec.containers`.
+    pub index: usize,
+    /// Whether the container already has a `lifecycle` (e.g. a postStart hook) to add into.
+    pub has_lifecycle: bool,
+}
+
+/// What to add to one pod.
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
+pub struct Plan {
+    pub skip: Option<Skip>,
+    /// New readiness gate condition types, in binding-name order.
+    pub gates: Vec<String>,
+    pub has_gates: bool,
+    pub prestops: Vec<PrestopAdd>,
+    pub prestop_seconds: u32,
+    pub prestop_action: Option<PrestopAction>,
+    /// `(pod's own, new)` when the grace period must rise.
+    pub grace: Option<(Option<i64>, i64)>,
+    /// For `AdmissionResponse.warnings`: what the user should fix.
+    pub warnings: Vec<String>,
+}
+
+impl Plan {
+    fn skipped(skip: Skip, warnings: Vec<String>) -> Plan {
+        Plan {
+            skip: Some(skip),
+            warnings,
+            ..Plan::default()
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.gates.is_empty() && self.prestops.is_empty() && self.grace.is_none()
+    }
+
+    /// The JSONPatch for the pod the plan was made for: `add` operations only, except that
+    /// an existing grace period is `replace`d by a larger one.
+    pub fn patch(&self) -> Patch {
+        let mut ops = Vec::new();
+        if !self.gates.is_empty() {
+            let gates = self.gates.iter().map(|g| json!({ "conditionType": g }));
+            if self.has_gates {
+                ops.extend(gates.map(|value| add(&["spec", "readinessGates", "-"], value)));
+            } else {
+                ops.push(add(&["spec", "readinessGates"], Value::Array(gates.collect())));
+            }
+        }
+        if let Some(action) = self.prestop_action {
+            let handler = prestop_handler(action, self.prestop_seconds);
+            for p in &self.prestops {
+                let index = p.index.to_string();
+                if p.has_lifecycle {
+                    let path = ["spec", "containers", &index, "lifecycle", "preStop"];
+                    ops.push(add(&path, handler.clone()));
+                } else {
+                    let path = ["spec", "containers", &index, "lifecycle"];
+                    ops.push(add(&path, json!({ "preStop": handler })));
+                }
+            }
+        }
+        if let Some((own, new)) = self.grace {
+            let path = PointerBuf::from_tokens(["spec", "terminationGracePeriodSeconds"]);
+            ops.push(match own {
+                Some(_) => PatchOperation::Replace(ReplaceOperation {
+                    path,
+                    value: json!(new),
+                }),
+                None => PatchOperation::Add(AddOperation {
+                    path,
+                    value: json!(new),
+                }),
+            });
+        }
+        Patch(ops)
+    }
+}
+
+fn add(path: &[&str], value: Value) -> PatchOperation {
+    PatchOperation::Add(AddOperation {
+        path: PointerBuf::from_tokens(path.iter().copied()),
+        value,
+    })
+}
+
+fn prestop_handler(action: PrestopAction, seconds: u32) -> Value {
+    match action {
+        PrestopAction::Sleep => json!({ "sleep": { "seconds": seconds } }),
+        PrestopAction::Exec => {
+            json!({ "exec": { "command": ["/bin/sh", "-c", format!("sleep {seconds}")] } })
+        }
+    }
+}
+
+/// A binding that serves the pod, with the Service that ties them.
+#[derive(Clone, Copy, Debug)]
+pub struct Served<'a> {
+    pub binding: &'a TargetGroupBinding,
+    pub service: &'a Service,
+}
+
+/// The bindings in `objects` whose Service selects a pod with `labels`, in name order, each once.
+pub fn serving_bindings<'a>(
+    labels: &BTreeMap<String, String>,
+    objects: &'a NamespaceObjects,
+) -> Vec<Served<'a>> {
+    let mut served: Vec<Served<'a>> = objects
+        .bindings
+        .iter()
+        .filter_map(|b| {
+            let service = objects
+                .services
+                .iter()
+                .find(|s| s.metadata.name.as_deref() == Some(b.spec.service_ref.name.as_str()))?;
+            binding::selects(service, labels).then_some(Served {
+                binding: b,
+                service,
+            })
+        })
+        .collect();
+    served.sort_by(|a, b| a.binding.metadata.name.cmp(&b.binding.metadata.name));
+    served.dedup_by(|a, b| a.binding.metadata.name == b.binding.metadata.name);
+    served
+}
+
+/// Whether a binding's target health speaks for one pod, so that a gate on it is meaningful.
+/// `Err` carries a warning for the user; `Ok(false)` is silent (instance targets behind an
+/// `externalTrafficPolicy: Cluster` Service, by design).
+pub fn gate_applies(served: &Served<'_>) -> Result<bool, String> {
+    let name = served.binding.metadata.name.as_deref().unwrap_or_default();
+    match served.binding.target_type() {
+        Some(TargetType::Ip) => Ok(true),
+        Some(TargetType::Instance) => Ok(binding::is_traffic_policy_local(served.service)),
+        None => Err(format!(
+            "gracegate: TargetGroupBinding {name} has no known targetType yet, so no readiness gate for it"
+        )),
+    }
+}
+
+/// Plan what to add to `pod`, created in the namespace `objects` describes.
+pub fn plan(pod: &Pod, objects: &NamespaceObjects, settings: &Settings) -> Plan {
+    let mut warnings = Vec::new();
+    let Some(namespace) = objects.namespace.as_deref() else {
+        return Plan::skipped(
+            Skip::NamespaceUnknown,
+            vec!["gracegate: namespace not in cache yet; pod admitted unchanged".to_string()],
+        );
+    };
+    let (label, value) = &settings.namespace_label;
+    if namespace.metadata.labels.as_ref().and_then(|l| l.get(label)) != Some(value) {
+        return Plan::skipped(Skip::NamespaceNotOptedIn, warnings);
+    }
+    if opted_out(namespace.metadata.annotations.as_ref(), "namespace", &mut warnings) {
+        return Plan::skipped(Skip::NamespaceOptedOut, warnings);
+    }
+    if opted_out(pod.metadata.annotations.as_ref(), "pod", &mut warnings) {
+        return Plan::skipped(Skip::PodOptedOut, warnings);
+    }
+    let empty = BTreeMap::new();
+    let labels = pod.metadata.labels.as_ref().unwrap_or(&empty);
+    let served = serving_bindings(labels, objects);
+    if served.is_empty() {
+        return Plan::skipped(Skip::NoBinding, warnings);
+    }
+    let Some(spec) = pod.spec.as_ref() else {
+        return Plan::skipped(Skip::NoBinding, warnings);
+    };
+
+    // 1. Readiness gates.
+    let existing: BTreeSet<&str> = spec
+        .readiness_gates
+        .iter()
+        .flatten()
+        .map(|g| g.condition_type.as_str())
+        .collect();
+    let mut gates = Vec::new();
+    for s in &served {
+        let name = s.binding.metadata.name.as_deref().unwrap_or_default();
+        match gate_applies(s) {
+            Ok(true) if name.len() > MAX_CONDITION_NAME_LENGTH => warnings.push(format!(
+                "gracegate: TargetGroupBinding name {name} is longer than {MAX_CONDITION_NAME_LENGTH} \
+                 characters, too long for a readiness gate; no gate for it"
+            )),
+            Ok(true) => {
+                let gate = settings.gate(name);
+                if !existing.contains(gate.as_str()) {
+                    gates.push(gate);
+                }
+            }
+            Ok(false) => {}
+            Err(warning) => warnings.push(warning),
+        }
+    }
+
+    // 2. Timing, from the slowest target group serving the pod.
+    let delay: Option<(u32, DelaySource)> = served
+        .iter()
+        .filter_map(|s| {
+            binding::deregistration_delay(
+                s.binding,
+                s.service,
+                objects.ingresses.iter().map(|i| i.as_ref()),
+            )
+        })
+        .max_by_key(|(d, _)| *d);
+    let Timing {
+        prestop_seconds,
+        shutdown_budget_seconds,
+        warnings: timing_warnings,
+        ..
+    } = timing::timing(
+        &settings.timing,
+        delay,
+        pod.metadata.annotations.as_ref(),
+        namespace.metadata.annotations.as_ref(),
+    );
+    warnings.extend(timing_warnings);
+    let timing = Timing {
+        prestop_seconds,
+        prestop_source: timing::PrestopSource::Default,
+        shutdown_budget_seconds,
+        warnings: Vec::new(),
+    };
+
+    // 3. preStop hooks on the chosen regular containers. Init containers (native sidecars
+    // included) are left alone: they stop after the app containers anyway.
+    let chosen = chosen_containers(pod, &spec.containers, &mut warnings);
+    let mut prestops = Vec::new();
+    for (index, container) in spec.containers.iter().enumerate() {
+        if !chosen.as_ref().is_none_or(|c| c.contains(container.name.as_str())) {
+            continue;
+        }
+        let lifecycle = container.lifecycle.as_ref();
+        match lifecycle.and_then(|l| l.pre_stop.as_ref()) {
+            Some(own) => {
+                if let Some(own_seconds) = sleep_seconds(own)
+                    && own_seconds < u64::from(prestop_seconds)
+                {
+                    warnings.push(format!(
+                        "gracegate: container {}: its own preStop sleeps {own_seconds}s, shorter than \
+                         the {prestop_seconds}s the load balancer needs; left unchanged",
+                        container.name
+                    ));
+                }
+            }
+            None if prestop_seconds > 0 => prestops.push(PrestopAdd {
+                index,
+                has_lifecycle: lifecycle.is_some(),
+            }),
+            None => {}
+        }
+    }
+
+    // 4. Grace period: never lowered.
+    let own = spec.termination_grace_period_seconds;
+    let needed = timing.grace_period(own);
+    let grace = (own != Some(needed)).then_some((own, needed));
+    if let Some((Some(own), new)) = grace {
+        warnings.push(format!(
+            "gracegate: terminationGracePeriodSeconds raised from {own} to {new} \
+             (preStop {prestop_seconds}s + shutdown budget {shutdown_budget_seconds}s)"
+        ));
+    }
+
+    Plan {
+        skip: None,
+        has_gates: !existing.is_empty() || spec.readiness_gates.is_some(),
+        gates,
+        prestop_action: (!prestops.is_empty()).then_some(settings.prestop_action),
+        prestops,
+        prestop_seconds,
+        grace,
+        warnings,
+    }
+}
+
+/// `gracegate.io/inject: "false"`. Anything but `"true"`/`"false"` is a warning and means inject.
+fn opted_out(
+    annotations: Option<&BTreeMap<String, String>>,
+    scope: &str,
+    warnings: &mut Vec<String>,
+) -> bool {
+    match annotations.and_then(|a| a.get(ANNOTATION_INJECT)).map(|v| v.trim()) {
+        None | Some("true") => false,
+        Some("false") => true,
+        Some(other) => {
+            warnings.push(format!(
+                "gracegate: {scope} annotation {ANNOTATION_INJECT}={other:?} is neither \"true\" nor \"false\"; injecting"
+            ));
+            false
+        }
+    }
+}
+
+/// The names in `gracegate.io/containers`, or `None` for "all regular containers".
+fn chosen_containers<'a>(
+    pod: &'a Pod,
+    containers: &[Container],
+    warnings: &mut Vec<String>,
+) -> Option<BTreeSet<&'a str>> {
+    let raw = pod.metadata.annotations.as_ref()?.get(ANNOTATION_CONTAINERS)?;
+    let names: BTreeSet<&str> = raw.split(',').map(str::trim).filter(|n| !n.is_empty()).collect();
+    let unknown: Vec<&str> = names
+        .iter()
+        .copied()
+        .filter(|n| !containers.iter().any(|c| c.name == *n))
+        .collect();
+    if !unknown.is_empty() {
+        warnings.push(format!(
+            "gracegate: annotation {ANNOTATION_CONTAINERS} names no container called {}",
+            unknown.join(", ")
+        ));
+    }
+    Some(names)
+}
+
+/// How long an existing preStop sleeps, when it is a plain sleep we can read: the native
+/// action, `sleep N`, or `sh -c "sleep N"`.
+pub fn sleep_seconds(handler: &LifecycleHandler) -> Option<u64> {
+    if let Some(sleep) = &handler.sleep {
+        return u64::try_from(sleep.seconds).ok();
+    }
+    let command = handler.exec.as_ref()?.command.as_ref()?;
+    let script = match command.as_slice() {
+        [sleep, n] if sleep.ends_with("sleep") => return n.parse().ok(),
+        [shell, flag, script] if shell.ends_with("sh") && flag == "-c" => script,
+        _ => return None,
+    };
+    script.trim().strip_prefix("sleep ")?.trim().parse().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::api::core::v1::{ExecAction, SleepAction};
+    use rstest::rstest;
+
+    fn exec(cmd: &[&str]) -> LifecycleHandler {
+        LifecycleHandler {
+            exec: Some(ExecAction {
+                command: Some(cmd.iter().map(|s| s.to_string()).collect()),
+            }),
+            ..Default::default()
+        }
+    }
+
+    #[rstest]
+    #[case(exec(&["/bin/sh", "-c", "sleep 5"]), Some(5))]
+    #[case(exec(&["sh", "-c", " sleep 30 "]), Some(30))]
+    #[case(exec(&["/bin/sleep", "12"]), Some(12))]
+    #[case(exec(&["/bin/sh", "-c", "nginx -s quit; sleep 5"]), None)]
+    #[case(exec(&["/app/drain"]), None)]
+    #[case(LifecycleHandler { sleep: Some(SleepAction { seconds: 15 }), ..Default::default() }, Some(15))]
+    #[case(LifecycleHandler::default(), None)]
+    fn reads_existing_sleeps(#[case] handler: LifecycleHandler, #[case] expected: Option<u64>) {
+        assert_eq!(sleep_seconds(&handler), expected);
+    }
+
+    #[test]
+    fn patch_shapes() {
+        let plan = Plan {
+            gates: vec!["p/a".into()],
+            has_gates: false,
+            prestops: vec![
+                PrestopAdd { index: 0, has_lifecycle: false },
+                PrestopAdd { index: 2, has_lifecycle: true },
+            ],
+            prestop_seconds: 40,
+            prestop_action: Some(PrestopAction::Exec),
+            grace: Some((None, 70)),
+            ..Plan::default()
+        };
+        let patch = serde_json::to_value(plan.patch()).unwrap();
+        assert_eq!(
+            patch,
+            json!([
+                { "op": "add", "path": "/spec/readinessGates", "value": [{ "conditionType": "p/a" }] },
+                { "op": "add", "path": "/spec/containers/0/lifecycle",
+                  "value": { "preStop": { "exec": { "command": ["/bin/sh", "-c", "sleep 40"] } } } },
+                { "op": "add", "path": "/spec/containers/2/lifecycle/preStop",
+                  "value": { "exec": { "command": ["/bin/sh", "-c", "sleep 40"] } } },
+                { "op": "add", "path": "/spec/terminationGracePeriodSeconds", "value": 70 },
+            ])
+        );
+    }
+}

@@ -1,0 +1,57 @@
+//! gracegate: rolling updates behind AWS load balancers that lose no requests.
+//!
+//! The crate is a pure core with thin shells around it:
+//!
+//! * [`timing`], [`inject`]: pod + bindings + settings → what to add → JSONPatch. No I/O.
+//! * [`binding`]: the AWS Load Balancer Controller's `TargetGroupBinding` and the rules that
+//!   tie a binding to a Service, its pods and its deregistration delay. No I/O.
+//! * [`cluster`]: where the objects come from (kube-runtime reflectors, or files for local runs).
+//! * [`webhook`]: the HTTPS admission server and its plain-HTTP admin port.
+//! * [`certs`]: a CA and a serving certificate for the webhook.
+
+pub mod binding;
+pub mod certs;
+pub mod cli;
+pub mod cluster;
+pub mod inject;
+pub mod metrics;
+pub mod timing;
+pub mod webhook;
+
+/// Everything that can go wrong in gracegate's shells. The pure core does not fail: it turns
+/// odd input into warnings.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("kubernetes: {0}")]
+    Kube(#[from] kube::Error),
+
+    #[error("{path}: {source}")]
+    Io {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+
+    #[error("{path}: {message}")]
+    Objects { path: String, message: String },
+
+    #[error("TLS: {0}")]
+    Tls(String),
+
+    #[error("certificate generation: {0}")]
+    Certificate(#[from] rcgen::Error),
+
+    #[error("invalid setting: {0}")]
+    Settings(String),
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl Error {
+    pub(crate) fn io(path: impl AsRef<std::path::Path>, source: std::io::Error) -> Self {
+        Error::Io {
+            path: path.as_ref().display().to_string(),
+            source,
+        }
+    }
+}

@@ -1,0 +1,39 @@
+use anyhow::Context as _;
+use clap::Parser;
+use gracegate::cli::{Cli, Command, LogFormat};
+use tracing_subscriber::EnvFilter;
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    // One process-wide TLS provider (ring) before anything opens a connection.
+    rustls::crypto::ring::default_provider()
+        .install_default()
+        .map_err(|_| anyhow::anyhow!("a rustls crypto provider was already installed"))?;
+    let cli = Cli::parse();
+    init_logging(cli.log_format);
+    match cli.command {
+        Command::Webhook(args) => gracegate::webhook::server::run(args)
+            .await
+            .context("webhook")?,
+        Command::Certs(args) => {
+            let bundle = gracegate::certs::generate(&args.service, &args.namespace, args.valid_days)?;
+            gracegate::certs::write(&bundle, &args.out)
+                .with_context(|| format!("writing certificates to {}", args.out.display()))?;
+            println!(
+                "wrote ca.crt, ca.key, tls.crt, tls.key and ca-bundle to {} for {}",
+                args.out.display(),
+                gracegate::certs::subject_alt_names(&args.service, &args.namespace).join(", ")
+            );
+        }
+    }
+    Ok(())
+}
+
+fn init_logging(format: LogFormat) {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    match format {
+        LogFormat::Plain => builder.init(),
+        LogFormat::Json => builder.json().flatten_event(true).init(),
+    }
+}
