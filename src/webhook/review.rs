@@ -5,10 +5,12 @@
 //! warning where the user can do something about it. Only a body that is not an
 //! AdmissionReview at all gets an error (HTTP 400), since there is no uid to answer.
 
+use base64::Engine;
 use k8s_openapi::api::core::v1::Pod;
 use kube::core::DynamicObject;
-use kube::core::admission::{AdmissionRequest, AdmissionResponse, AdmissionReview, Operation};
-use serde_json::{Value, json};
+use kube::core::admission::{AdmissionRequest, AdmissionReview, Operation};
+use serde::Serialize;
+use serde_json::Value;
 
 use crate::inject::{self, NamespaceObjects, Plan, Settings, Skip};
 use crate::metrics::Outcome;
@@ -17,7 +19,7 @@ use crate::metrics::Outcome;
 #[derive(Debug)]
 pub struct Reviewed {
     /// The `AdmissionReview` to send back.
-    pub review: Value,
+    pub review: ResponseReview,
     pub outcome: Outcome,
     /// For the log line.
     pub summary: Summary,
@@ -59,6 +61,55 @@ pub fn review(
     }
 }
 
+/// The AdmissionReview sent back. kube-core has an `AdmissionResponse`, but it writes `patch`
+/// as a JSON array of numbers; the API's wire form is a base64 string (Go's `[]byte`), which
+/// is what every API server documents and a third of the size. gracegate never denies, so the
+/// response needs no `status`.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ResponseReview {
+    pub api_version: String,
+    pub kind: &'static str,
+    pub response: Response,
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Response {
+    pub uid: String,
+    pub allowed: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub patch: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub patch_type: Option<&'static str>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
+}
+
+impl ResponseReview {
+    /// Allowed, unchanged.
+    fn allow(api_version: &str, uid: &str) -> ResponseReview {
+        ResponseReview {
+            api_version: if api_version.is_empty() { V1.to_string() } else { api_version.to_string() },
+            kind: "AdmissionReview",
+            response: Response {
+                uid: uid.to_string(),
+                allowed: true,
+                patch: None,
+                patch_type: None,
+                warnings: Vec::new(),
+            },
+        }
+    }
+
+    fn warn(mut self, warnings: impl IntoIterator<Item = String>) -> ResponseReview {
+        self.response.warnings.extend(warnings);
+        self
+    }
+}
+
+const V1: &str = "admission.k8s.io/v1";
+
 fn review_pod(
     request: AdmissionRequest<Pod>,
     settings: &Settings,
@@ -72,7 +123,7 @@ fn review_pod(
         dry_run: request.dry_run,
         ..Summary::default()
     };
-    let response = AdmissionResponse::from(&request);
+    let response = ResponseReview::allow(&request.types.api_version, &request.uid);
     let is_pod = request.kind.group.is_empty() && request.kind.kind == "Pod";
     let pod = match pod {
         Some(pod)
@@ -90,7 +141,7 @@ fn review_pod(
         .as_deref()
         .or(pod.metadata.namespace.as_deref())
     else {
-        let response = warn(response, vec![
+        let response = response.warn([
             "gracegate: the review names no namespace; pod admitted unchanged".to_string(),
         ]);
         return reviewed(response, Outcome::FailedOpen, summary);
@@ -107,35 +158,17 @@ fn review_pod(
         plan if plan.is_empty() => Outcome::Unchanged,
         _ => Outcome::Patched,
     };
-    let response = if plan.is_empty() {
-        response
-    } else {
-        // Serialising a Patch of plain JSON values cannot fail; if it ever did, admitting the
-        // pod unchanged is the fail-open answer.
-        match response.clone().with_patch(plan.patch()) {
-            Ok(patched) => patched,
-            Err(error) => {
-                return reviewed(
-                    warn(response, vec![format!("gracegate: {error}; pod admitted unchanged")]),
-                    Outcome::FailedOpen,
-                    summary,
-                );
-            }
-        }
-    };
-    reviewed(warn(response, plan.warnings), outcome, summary)
-}
-
-fn warn(mut response: AdmissionResponse, warnings: Vec<String>) -> AdmissionResponse {
-    if !warnings.is_empty() {
-        response.warnings.get_or_insert_with(Vec::new).extend(warnings);
+    let mut response = response;
+    if !plan.is_empty() {
+        // A Patch of plain JSON values always serialises.
+        let json = serde_json::to_vec(&plan.patch()).unwrap_or_default();
+        response.response.patch = Some(base64::engine::general_purpose::STANDARD.encode(json));
+        response.response.patch_type = Some("JSONPatch");
     }
-    response
+    reviewed(response.warn(plan.warnings), outcome, summary)
 }
 
-fn reviewed(response: AdmissionResponse, outcome: Outcome, summary: Summary) -> Reviewed {
-    let review = serde_json::to_value(response.into_review())
-        .unwrap_or_else(|e| json!({ "error": e.to_string() }));
+fn reviewed(review: ResponseReview, outcome: Outcome, summary: Summary) -> Reviewed {
     Reviewed {
         review,
         outcome,
@@ -161,36 +194,34 @@ fn fail_open(body: &[u8], pod_error: &serde_json::Error) -> Result<Reviewed, Bad
         && let Ok(request) = TryInto::<AdmissionRequest<DynamicObject>>::try_into(review)
     {
         let is_pod = request.kind.group.is_empty() && request.kind.kind == "Pod";
-        let mut summary = Summary {
+        let summary = Summary {
             uid: request.uid.clone(),
             namespace: request.namespace.clone().unwrap_or_default(),
+            skip: Some(if is_pod { "unreadable-pod" } else { "not-a-pod" }),
             ..Summary::default()
         };
-        summary.skip = Some(if is_pod { "unreadable-pod" } else { "not-a-pod" });
-        let response = AdmissionResponse::from(&request);
         let warning = if is_pod {
             format!("gracegate: could not read the pod ({pod_error}); pod admitted unchanged")
         } else {
             let k = &request.kind;
             format!("gracegate: only Pods are mutated, not {}/{} {}", k.group, k.version, k.kind)
         };
-        return Ok(reviewed(warn(response, vec![warning]), Outcome::FailedOpen, summary));
+        let response = ResponseReview::allow(&request.types.api_version, &request.uid).warn([warning]);
+        return Ok(reviewed(response, Outcome::FailedOpen, summary));
     }
     // Not even kube's loosest reading: answer with the bare minimum if a uid is there.
     let request = value
         .get("request")
+        .filter(|r| !r.is_null())
         .ok_or_else(|| BadReview("AdmissionReview has no request".into()))?;
     let uid = request
         .get("uid")
         .and_then(Value::as_str)
         .ok_or_else(|| BadReview(format!("not an AdmissionReview: {pod_error}")))?;
+    let api_version = value.get("apiVersion").and_then(Value::as_str).unwrap_or(V1);
     let warning = format!("gracegate: could not read the review ({pod_error}); admitted unchanged");
     Ok(Reviewed {
-        review: json!({
-            "apiVersion": value.get("apiVersion").cloned().unwrap_or(json!("admission.k8s.io/v1")),
-            "kind": "AdmissionReview",
-            "response": { "uid": uid, "allowed": true, "warnings": [warning] },
-        }),
+        review: ResponseReview::allow(api_version, uid).warn([warning]),
         outcome: Outcome::FailedOpen,
         summary: Summary {
             uid: uid.to_string(),

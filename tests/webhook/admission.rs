@@ -1,0 +1,197 @@
+//! Every recorded review through the real router: apply the returned patch to the request's
+//! pod, read the result as a `k8s_openapi` Pod, compare it with the expected pod, then review
+//! the patched pod again and expect nothing more to add.
+
+use k8s_openapi::api::core::v1::{
+    ExecAction, Lifecycle, LifecycleHandler, Pod, PodReadinessGate, SleepAction,
+};
+use gracegate::inject::{PrestopAction, Settings};
+use rstest::rstest;
+use serde_json::Value;
+
+use crate::common::{Answer, context, post, review};
+
+const GATE: &str = "target-health.elbv2.k8s.aws/k8s-game2048-service2-6f5e3c2a1b";
+
+struct Expected {
+    gates: &'static [&'static str],
+    /// Containers that get a preStop of this many seconds.
+    prestops: &'static [(&'static str, i32)],
+    grace: Option<i64>,
+    /// Each warning, by a part of its text.
+    warnings: &'static [&'static str],
+}
+
+const UNCHANGED: Expected = Expected { gates: &[], prestops: &[], grace: None, warnings: &[] };
+
+fn handler(action: PrestopAction, seconds: i32) -> LifecycleHandler {
+    match action {
+        PrestopAction::Sleep => LifecycleHandler {
+            sleep: Some(SleepAction { seconds: seconds.into() }),
+            ..Default::default()
+        },
+        PrestopAction::Exec => LifecycleHandler {
+            exec: Some(ExecAction {
+                command: Some(vec!["/bin/sh".into(), "-c".into(), format!("sleep {seconds}")]),
+            }),
+            ..Default::default()
+        },
+    }
+}
+
+/// The request's pod with `expected` applied by hand, in typed code.
+fn expected_pod(original: &Value, expected: &Expected, action: PrestopAction) -> Pod {
+    let mut pod: Pod = serde_json::from_value(original.clone()).unwrap();
+    let spec = pod.spec.as_mut().unwrap();
+    for gate in expected.gates {
+        spec.readiness_gates
+            .get_or_insert_with(Vec::new)
+            .push(PodReadinessGate { condition_type: gate.to_string() });
+    }
+    for (name, seconds) in expected.prestops {
+        let container = spec.containers.iter_mut().find(|c| c.name == *name).unwrap();
+        container
+            .lifecycle
+            .get_or_insert_with(Lifecycle::default)
+            .pre_stop = Some(handler(action, *seconds));
+    }
+    if let Some(grace) = expected.grace {
+        spec.termination_grace_period_seconds = Some(grace);
+    }
+    pod
+}
+
+async fn check(fixture: &str, expected: Expected, settings: Settings) {
+    let action = settings.prestop_action;
+    let context = context(settings);
+    let request = review(fixture);
+    let (status, body) = post(&context, serde_json::to_vec(&request).unwrap()).await;
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+    let answer = Answer::parse(&request, &body);
+
+    let original = request["request"]["object"].clone();
+    let mut patched = original.clone();
+    if let Some(patch) = answer.patch() {
+        json_patch::patch(&mut patched, &patch.0).unwrap();
+    }
+    let got: Pod = serde_json::from_value(patched.clone()).unwrap();
+    assert_eq!(got, expected_pod(&original, &expected, action));
+
+    let warnings = answer.warnings();
+    assert_eq!(warnings.len(), expected.warnings.len(), "{warnings:#?}");
+    for (got, want) in warnings.iter().zip(expected.warnings) {
+        assert!(got.contains(want), "warning {got:?} should say {want:?}");
+        assert!(got.len() <= 256, "the API server truncates longer warnings: {got}");
+    }
+
+    // Reinvocation: the webhook on its own output adds nothing.
+    let mut again = request.clone();
+    again["request"]["object"] = patched;
+    let (status, body) = post(&context, serde_json::to_vec(&again).unwrap()).await;
+    assert_eq!(status, 200);
+    let answer = Answer::parse(&again, &body);
+    assert!(answer.patch().is_none(), "second pass patched: {:?}", answer.response);
+}
+
+#[rstest]
+#[case::deployment_pod("create-deployment-pod.json", Expected {
+    gates: &[GATE],
+    prestops: &[("app-2048", 40), ("log-shipper", 40)],
+    grace: Some(70),
+    warnings: &["terminationGracePeriodSeconds raised from 30 to 70"],
+})]
+#[case::large_pod("create-deployment-pod-large.json", Expected {
+    gates: &[GATE],
+    prestops: &[("http", 40), ("grpc-gateway", 40), ("otel-agent", 40)],
+    grace: Some(70),
+    warnings: &["raised from 30 to 70"],
+})]
+// A dry run is mutated exactly like a real create, so `--dry-run=server -o yaml` shows it.
+#[case::dry_run("create-pod-dry-run.json", Expected {
+    gates: &[GATE],
+    prestops: &[("app", 40)],
+    grace: Some(70),
+    warnings: &["raised from 30 to 70"],
+})]
+// The legacy gate stays, the new one is appended; nginx keeps its own (too short) preStop;
+// the pod's annotation sets S = 25, so T = 25 + 30.
+#[case::legacy_gate_own_prestop("create-pod-legacy-gate-own-prestop.json", Expected {
+    gates: &[GATE],
+    prestops: &[("metrics", 25)],
+    grace: Some(55),
+    warnings: &["container nginx: its own preStop sleeps 5s, shorter than the 25s", "raised from 10 to 55"],
+})]
+// The native sidecar and the init container are left alone; the app's own 15 s sleep is kept.
+#[case::sidecar_native_sleep("create-pod-sidecar-native-sleep.json", Expected {
+    gates: &[GATE],
+    prestops: &[],
+    grace: Some(70),
+    warnings: &["container app: its own preStop sleeps 15s, shorter than the 40s", "raised from 30 to 70"],
+})]
+#[case::opted_out("create-pod-opted-out.json", UNCHANGED)]
+#[case::unmatched_labels("create-pod-unmatched-labels.json", UNCHANGED)]
+#[case::update("update-pod-labels.json", UNCHANGED)]
+#[tokio::test]
+async fn recorded_reviews(#[case] fixture: &str, #[case] expected: Expected) {
+    check(fixture, expected, Settings::default()).await;
+}
+
+#[tokio::test]
+async fn exec_prestop_for_older_api_servers() {
+    let settings = Settings { prestop_action: PrestopAction::Exec, ..Settings::default() };
+    let expected = Expected {
+        gates: &[GATE],
+        prestops: &[("app-2048", 40), ("log-shipper", 40)],
+        grace: Some(70),
+        warnings: &["raised from 30 to 70"],
+    };
+    check("create-deployment-pod.json", expected, settings).await;
+}
+
+#[tokio::test]
+async fn own_condition_prefix() {
+    let settings = Settings { condition_prefix: "gracegate.io".into(), ..Settings::default() };
+    let expected = Expected {
+        gates: &["gracegate.io/k8s-game2048-service2-6f5e3c2a1b"],
+        prestops: &[("app-2048", 40), ("log-shipper", 40)],
+        grace: Some(70),
+        warnings: &["raised from 30 to 70"],
+    };
+    check("create-deployment-pod.json", expected, settings).await;
+}
+
+#[tokio::test]
+async fn namespace_without_the_label_is_left_alone() {
+    let settings = Settings {
+        namespace_label: ("team".into(), "web".into()),
+        ..Settings::default()
+    };
+    check("create-deployment-pod.json", UNCHANGED, settings).await;
+}
+
+#[tokio::test]
+async fn compact_json_as_the_api_server_sends_it() {
+    // The recordings are pretty-printed; the API server sends compact JSON. Same answer.
+    let context = context(Settings::default());
+    let request = review("create-deployment-pod.json");
+    let (_, pretty) = post(&context, crate::common::review_bytes("create-deployment-pod.json")).await;
+    let (_, compact) = post(&context, serde_json::to_vec(&request).unwrap()).await;
+    assert_eq!(pretty, compact);
+}
+
+#[tokio::test]
+async fn metrics_count_outcomes() {
+    let context = context(Settings::default());
+    post(&context, serde_json::to_vec(&review("create-deployment-pod.json")).unwrap()).await;
+    post(&context, serde_json::to_vec(&review("update-pod-labels.json")).unwrap()).await;
+    post(&context, "{").await;
+    let text = context.metrics.encode();
+    for line in [
+        r#"gracegate_admission_requests_total{outcome="patched"} 1"#,
+        r#"gracegate_admission_requests_total{outcome="unchanged"} 1"#,
+        r#"gracegate_admission_requests_total{outcome="rejected"} 1"#,
+        "gracegate_admission_duration_seconds_count 3",
+    ] {
+        assert!(text.contains(line), "{line} missing from\n{text}");
+    }
+}

@@ -1,0 +1,7 @@
+//! The webhook end to end: recorded AdmissionReviews through the real router, bad input, and
+//! a real TLS server. One test binary, to keep link time down.
+
+mod admission;
+mod bad_input;
+mod common;
+mod tls;
