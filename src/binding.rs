@@ -24,7 +24,11 @@ use serde::{Deserialize, Serialize};
 )]
 #[serde(rename_all = "camelCase")]
 pub struct TargetGroupBindingSpec {
-    #[serde(rename = "targetGroupARN", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "targetGroupARN",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub target_group_arn: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub target_group_name: Option<String>,
@@ -158,7 +162,11 @@ pub fn deregistration_delay<'a>(
             })
         })
         .find_map(|ing| {
-            let value = ing.metadata.annotations.as_ref()?.get(ALB_TARGET_GROUP_ATTRIBUTES)?;
+            let value = ing
+                .metadata
+                .annotations
+                .as_ref()?
+                .get(ALB_TARGET_GROUP_ATTRIBUTES)?;
             let d = parse_deregistration_delay(value)?;
             Some((
                 d,
@@ -200,7 +208,10 @@ mod tests {
 
     #[rstest]
     #[case("deregistration_delay.timeout_seconds=30", Some(30))]
-    #[case("stickiness.enabled=true, deregistration_delay.timeout_seconds = 5", Some(5))]
+    #[case(
+        "stickiness.enabled=true, deregistration_delay.timeout_seconds = 5",
+        Some(5)
+    )]
     #[case("stickiness.enabled=true", None)]
     #[case("deregistration_delay.timeout_seconds=abc", None)]
     #[case("deregistration_delay.timeout_seconds=-1", None)]

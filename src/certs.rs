@@ -49,8 +49,10 @@ pub fn generate(service: &str, namespace: &str, valid_days: i64) -> Result<Bundl
     let not_before = now - Duration::minutes(5);
 
     let mut ca = CertificateParams::new(Vec::<String>::new())?;
-    ca.distinguished_name
-        .push(DnType::CommonName, format!("gracegate CA for {service}.{namespace}"));
+    ca.distinguished_name.push(
+        DnType::CommonName,
+        format!("gracegate CA for {service}.{namespace}"),
+    );
     ca.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
     ca.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
     ca.not_before = not_before;
@@ -60,7 +62,8 @@ pub fn generate(service: &str, namespace: &str, valid_days: i64) -> Result<Bundl
 
     let names = subject_alt_names(service, namespace);
     let mut leaf = CertificateParams::new(names.clone())?;
-    leaf.distinguished_name.push(DnType::CommonName, names[0].clone());
+    leaf.distinguished_name
+        .push(DnType::CommonName, names[0].clone());
     leaf.key_usages = vec![KeyUsagePurpose::DigitalSignature];
     leaf.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
     leaf.not_before = not_before;
@@ -133,11 +136,17 @@ mod tests {
         for name in ["ca.crt", "ca.key", "tls.crt", "tls.key", "ca-bundle"] {
             assert!(dir.join(name).is_file(), "{name}");
         }
-        assert_eq!(std::fs::read_to_string(dir.join("tls.crt")).unwrap(), bundle.cert);
+        assert_eq!(
+            std::fs::read_to_string(dir.join("tls.crt")).unwrap(),
+            bundle.cert
+        );
         #[cfg(unix)]
         {
             use std::os::unix::fs::PermissionsExt;
-            let mode = std::fs::metadata(dir.join("tls.key")).unwrap().permissions().mode();
+            let mode = std::fs::metadata(dir.join("tls.key"))
+                .unwrap()
+                .permissions()
+                .mode();
             assert_eq!(mode & 0o777, 0o600);
         }
         std::fs::remove_dir_all(dir).unwrap();

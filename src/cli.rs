@@ -10,7 +10,11 @@ use crate::timing::TimingSettings;
 use crate::{Error, Result};
 
 #[derive(Debug, Parser)]
-#[command(name = "gracegate", version, about = "Zero-downtime rolling updates behind AWS load balancers")]
+#[command(
+    name = "gracegate",
+    version,
+    about = "Zero-downtime rolling updates behind AWS load balancers"
+)]
 pub struct Cli {
     /// Log format; the level comes from RUST_LOG (default `info`).
     #[arg(long, env = "GRACEGATE_LOG_FORMAT", value_enum, default_value_t = LogFormat::Plain, global = true)]
@@ -222,20 +226,40 @@ mod tests {
     #[case("1", "30+", Some((1, 30)))]
     #[case("1", "", None)]
     #[case("v1", "29", None)]
-    fn server_version(#[case] major: &str, #[case] minor: &str, #[case] expected: Option<(u32, u32)>) {
+    fn server_version(
+        #[case] major: &str,
+        #[case] minor: &str,
+        #[case] expected: Option<(u32, u32)>,
+    ) {
         assert_eq!(parse_server_version(major, minor), expected);
     }
 
     #[test]
     fn flags_and_env() {
         let cli = Cli::try_parse_from([
-            "gracegate", "webhook", "--tls-cert", "c", "--tls-key", "k",
-            "--namespace-label", "team=web", "--prestop-mode", "exec",
+            "gracegate",
+            "webhook",
+            "--tls-cert",
+            "c",
+            "--tls-key",
+            "k",
+            "--namespace-label",
+            "team=web",
+            "--prestop-mode",
+            "exec",
         ])
         .unwrap();
-        let Command::Webhook(args) = cli.command else { panic!("webhook") };
-        assert_eq!(args.inject.namespace_label, ("team".to_string(), "web".to_string()));
-        let settings = args.inject.settings(args.inject.prestop_mode.resolve(None)).unwrap();
+        let Command::Webhook(args) = cli.command else {
+            panic!("webhook")
+        };
+        assert_eq!(
+            args.inject.namespace_label,
+            ("team".to_string(), "web".to_string())
+        );
+        let settings = args
+            .inject
+            .settings(args.inject.prestop_mode.resolve(None))
+            .unwrap();
         assert_eq!(settings.prestop_action, PrestopAction::Exec);
         assert_eq!(settings.timing, TimingSettings::default());
         assert_eq!(settings.gate("b"), "target-health.elbv2.k8s.aws/b");
@@ -257,8 +281,12 @@ mod tests {
     #[case("-bad.example", false)]
     #[case("", false)]
     fn condition_prefix(#[case] prefix: &str, #[case] ok: bool) {
-        let cli = Cli::try_parse_from(["gracegate", "webhook", "--tls-cert", "c", "--tls-key", "k"]).unwrap();
-        let Command::Webhook(mut args) = cli.command else { panic!("webhook") };
+        let cli =
+            Cli::try_parse_from(["gracegate", "webhook", "--tls-cert", "c", "--tls-key", "k"])
+                .unwrap();
+        let Command::Webhook(mut args) = cli.command else {
+            panic!("webhook")
+        };
         args.inject.condition_prefix = prefix.to_string();
         assert_eq!(args.inject.settings(PrestopAction::Sleep).is_ok(), ok);
         args.inject.condition_prefix = DEFAULT_CONDITION_PREFIX.into();

@@ -208,7 +208,10 @@ impl Objects {
         fn parse<K: DeserializeOwned>(v: Value) -> std::result::Result<K, String> {
             serde_json::from_value(v).map_err(|e| e.to_string())
         }
-        let kind = document.get("kind").and_then(Value::as_str).unwrap_or_default();
+        let kind = document
+            .get("kind")
+            .and_then(Value::as_str)
+            .unwrap_or_default();
         match kind {
             "Namespace" => self.namespaces.push(parse(document)?),
             "Service" => self.services.push(parse(document)?),
@@ -222,7 +225,10 @@ impl Objects {
                 }
             }
             "" if document.is_null() => {} // an empty YAML document
-            other => debug!(kind = other, "skipping object of a kind gracegate does not read"),
+            other => debug!(
+                kind = other,
+                "skipping object of a kind gracegate does not read"
+            ),
         }
         Ok(())
     }

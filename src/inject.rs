@@ -15,14 +15,13 @@ use k8s_openapi::api::networking::v1::Ingress;
 use serde_json::{Value, json};
 
 use crate::binding::{self, DelaySource, TargetGroupBinding, TargetType};
-use crate::timing::{
-    self, ANNOTATION_CONTAINERS, ANNOTATION_INJECT, Timing, TimingSettings,
-};
+use crate::timing::{self, ANNOTATION_CONTAINERS, ANNOTATION_INJECT, Timing, TimingSettings};
 
 /// The default condition type prefix, shared with the AWS Load Balancer Controller.
 pub const DEFAULT_CONDITION_PREFIX: &str = "target-health.elbv2.k8s.aws";
 /// The default namespace opt-in label, shared with the AWS Load Balancer Controller.
-pub const DEFAULT_NAMESPACE_LABEL: (&str, &str) = ("elbv2.k8s.aws/pod-readiness-gate-inject", "enabled");
+pub const DEFAULT_NAMESPACE_LABEL: (&str, &str) =
+    ("elbv2.k8s.aws/pod-readiness-gate-inject", "enabled");
 /// The API server rejects a condition type whose name part is longer than this.
 pub const MAX_CONDITION_NAME_LENGTH: usize = 63;
 
@@ -143,7 +142,10 @@ impl Plan {
             if self.has_gates {
                 ops.extend(gates.map(|value| add(&["spec", "readinessGates", "-"], value)));
             } else {
-                ops.push(add(&["spec", "readinessGates"], Value::Array(gates.collect())));
+                ops.push(add(
+                    &["spec", "readinessGates"],
+                    Value::Array(gates.collect()),
+                ));
             }
         }
         if let Some(action) = self.prestop_action {
@@ -247,10 +249,20 @@ pub fn plan(pod: &Pod, objects: &NamespaceObjects, settings: &Settings) -> Plan 
         );
     };
     let (label, value) = &settings.namespace_label;
-    if namespace.metadata.labels.as_ref().and_then(|l| l.get(label)) != Some(value) {
+    if namespace
+        .metadata
+        .labels
+        .as_ref()
+        .and_then(|l| l.get(label))
+        != Some(value)
+    {
         return Plan::skipped(Skip::NamespaceNotOptedIn, warnings);
     }
-    if opted_out(namespace.metadata.annotations.as_ref(), "namespace", &mut warnings) {
+    if opted_out(
+        namespace.metadata.annotations.as_ref(),
+        "namespace",
+        &mut warnings,
+    ) {
         return Plan::skipped(Skip::NamespaceOptedOut, warnings);
     }
     if opted_out(pod.metadata.annotations.as_ref(), "pod", &mut warnings) {
@@ -327,7 +339,10 @@ pub fn plan(pod: &Pod, objects: &NamespaceObjects, settings: &Settings) -> Plan 
     let chosen = chosen_containers(pod, &spec.containers, &mut warnings);
     let mut prestops = Vec::new();
     for (index, container) in spec.containers.iter().enumerate() {
-        if !chosen.as_ref().is_none_or(|c| c.contains(container.name.as_str())) {
+        if !chosen
+            .as_ref()
+            .is_none_or(|c| c.contains(container.name.as_str()))
+        {
             continue;
         }
         let lifecycle = container.lifecycle.as_ref();
@@ -380,7 +395,10 @@ fn opted_out(
     scope: &str,
     warnings: &mut Vec<String>,
 ) -> bool {
-    match annotations.and_then(|a| a.get(ANNOTATION_INJECT)).map(|v| v.trim()) {
+    match annotations
+        .and_then(|a| a.get(ANNOTATION_INJECT))
+        .map(|v| v.trim())
+    {
         None | Some("true") => false,
         Some("false") => true,
         Some(other) => {
@@ -398,8 +416,16 @@ fn chosen_containers<'a>(
     containers: &[Container],
     warnings: &mut Vec<String>,
 ) -> Option<BTreeSet<&'a str>> {
-    let raw = pod.metadata.annotations.as_ref()?.get(ANNOTATION_CONTAINERS)?;
-    let names: BTreeSet<&str> = raw.split(',').map(str::trim).filter(|n| !n.is_empty()).collect();
+    let raw = pod
+        .metadata
+        .annotations
+        .as_ref()?
+        .get(ANNOTATION_CONTAINERS)?;
+    let names: BTreeSet<&str> = raw
+        .split(',')
+        .map(str::trim)
+        .filter(|n| !n.is_empty())
+        .collect();
     let unknown: Vec<&str> = names
         .iter()
         .copied()
@@ -525,7 +551,10 @@ mod tests {
         #[case] gate: Option<&str>,
     ) {
         let plan = plan(&pod(labels, &[]), &objects, &Settings::default());
-        assert_eq!(plan.gates, gate.into_iter().map(String::from).collect::<Vec<_>>());
+        assert_eq!(
+            plan.gates,
+            gate.into_iter().map(String::from).collect::<Vec<_>>()
+        );
         // A pod no binding serves is not behind the load balancer: nothing else is added either.
         assert_eq!(plan.is_empty(), gate.is_none());
         assert_eq!(plan.skip, gate.is_none().then_some(Skip::NoBinding));
@@ -558,7 +587,11 @@ mod tests {
     #[test]
     fn other_namespace_objects_are_not_consulted() {
         // The shell hands `plan` only the pod's namespace; an unknown namespace injects nothing.
-        let plan = plan(&pod(APP, &[]), &objects(|o| o.namespace = None), &Settings::default());
+        let plan = plan(
+            &pod(APP, &[]),
+            &objects(|o| o.namespace = None),
+            &Settings::default(),
+        );
         assert_eq!(plan.skip, Some(Skip::NamespaceUnknown));
         assert!(plan.is_empty());
         assert_eq!(plan.warnings.len(), 1);
@@ -585,7 +618,11 @@ mod tests {
 
     #[test]
     fn malformed_inject_annotation_injects_with_a_warning() {
-        let plan = plan(&pod(APP, &[(ANNOTATION_INJECT, "nope")]), &objects(|_| {}), &Settings::default());
+        let plan = plan(
+            &pod(APP, &[(ANNOTATION_INJECT, "nope")]),
+            &objects(|_| {}),
+            &Settings::default(),
+        );
         assert_eq!(plan.gates, vec![GATE]);
         assert!(plan.warnings[0].contains("neither"), "{:?}", plan.warnings);
     }
@@ -603,10 +640,22 @@ mod tests {
         #[case] expected: &[(usize, bool)],
         #[case] warnings: usize,
     ) {
-        let plan = plan(&pod(APP, annotations), &objects(|_| {}), &Settings::default());
-        let got: Vec<(usize, bool)> = plan.prestops.iter().map(|p| (p.index, p.has_lifecycle)).collect();
+        let plan = plan(
+            &pod(APP, annotations),
+            &objects(|_| {}),
+            &Settings::default(),
+        );
+        let got: Vec<(usize, bool)> = plan
+            .prestops
+            .iter()
+            .map(|p| (p.index, p.has_lifecycle))
+            .collect();
         assert_eq!(got, expected);
-        let non_grace: Vec<_> = plan.warnings.iter().filter(|w| !w.contains("raised")).collect();
+        let non_grace: Vec<_> = plan
+            .warnings
+            .iter()
+            .filter(|w| !w.contains("raised"))
+            .collect();
         assert_eq!(non_grace.len(), warnings, "{:?}", plan.warnings);
         assert_eq!(plan.prestop_action.is_some(), !expected.is_empty());
     }
@@ -629,13 +678,20 @@ mod tests {
     #[test]
     fn deregistration_delay_from_the_ingress_sizes_the_sleep() {
         let plan = plan(&pod(APP, &[]), &objects(|_| {}), &Settings::default());
-        assert_eq!((plan.prestop_seconds, plan.grace), (40, Some((Some(30), 70))));
+        assert_eq!(
+            (plan.prestop_seconds, plan.grace),
+            (40, Some((Some(30), 70)))
+        );
         // Without the Ingress nothing says D: the default S applies (also 40), so change it.
         let settings = Settings {
-            timing: TimingSettings { prestop_seconds: 15, ..TimingSettings::default() },
+            timing: TimingSettings {
+                prestop_seconds: 15,
+                ..TimingSettings::default()
+            },
             ..Settings::default()
         };
-        let plan_without = super::plan(&pod(APP, &[]), &objects(|o| o.ingresses.clear()), &settings);
+        let plan_without =
+            super::plan(&pod(APP, &[]), &objects(|o| o.ingresses.clear()), &settings);
         assert_eq!(plan_without.prestop_seconds, 15);
         let plan_with = super::plan(&pod(APP, &[]), &objects(|_| {}), &settings);
         assert_eq!(plan_with.prestop_seconds, 40);
@@ -645,8 +701,11 @@ mod tests {
     fn service_annotation_beats_the_ingress() {
         let objects = objects(|o| {
             service(o).metadata.annotations = Some(
-                [(binding::NLB_TARGET_GROUP_ATTRIBUTES.to_string(),
-                  "deregistration_delay.timeout_seconds=60".to_string())].into(),
+                [(
+                    binding::NLB_TARGET_GROUP_ATTRIBUTES.to_string(),
+                    "deregistration_delay.timeout_seconds=60".to_string(),
+                )]
+                .into(),
             );
         });
         let plan = plan(&pod(APP, &[]), &objects, &Settings::default());
@@ -658,14 +717,30 @@ mod tests {
         let objects = objects(|o| {
             let ing = Arc::make_mut(&mut o.ingresses[0]);
             let path = &mut ing.spec.as_mut().unwrap().rules.as_mut().unwrap()[0]
-                .http.as_mut().unwrap().paths[0];
-            path.backend.service.as_mut().unwrap().port.as_mut().unwrap().number = Some(8080);
+                .http
+                .as_mut()
+                .unwrap()
+                .paths[0];
+            path.backend
+                .service
+                .as_mut()
+                .unwrap()
+                .port
+                .as_mut()
+                .unwrap()
+                .number = Some(8080);
         });
         let settings = Settings {
-            timing: TimingSettings { prestop_seconds: 15, ..TimingSettings::default() },
+            timing: TimingSettings {
+                prestop_seconds: 15,
+                ..TimingSettings::default()
+            },
             ..Settings::default()
         };
-        assert_eq!(plan(&pod(APP, &[]), &objects, &settings).prestop_seconds, 15);
+        assert_eq!(
+            plan(&pod(APP, &[]), &objects, &settings).prestop_seconds,
+            15
+        );
     }
 
     #[test]
@@ -674,7 +749,11 @@ mod tests {
         let objects = objects(|o| binding(o).metadata.name = Some(long.clone()));
         let plan = plan(&pod(APP, &[]), &objects, &Settings::default());
         assert!(plan.gates.is_empty());
-        assert!(plan.warnings.iter().any(|w| w.contains("longer than 63")), "{:?}", plan.warnings);
+        assert!(
+            plan.warnings.iter().any(|w| w.contains("longer than 63")),
+            "{:?}",
+            plan.warnings
+        );
         let ok = "b".repeat(63);
         let objects = super::tests::objects(|o| binding(o).metadata.name = Some(ok.clone()));
         assert_eq!(plan_for(&objects).gates.len(), 1);
@@ -687,9 +766,10 @@ mod tests {
     #[test]
     fn existing_gate_is_kept_and_not_repeated() {
         let mut p = pod(APP, &[]);
-        p.spec.as_mut().unwrap().readiness_gates = Some(vec![
-            k8s_openapi::api::core::v1::PodReadinessGate { condition_type: GATE.into() },
-        ]);
+        p.spec.as_mut().unwrap().readiness_gates =
+            Some(vec![k8s_openapi::api::core::v1::PodReadinessGate {
+                condition_type: GATE.into(),
+            }]);
         let plan = plan(&p, &objects(|_| {}), &Settings::default());
         assert!(plan.gates.is_empty());
         assert!(plan.has_gates);
@@ -701,8 +781,14 @@ mod tests {
             gates: vec!["p/a".into()],
             has_gates: false,
             prestops: vec![
-                PrestopAdd { index: 0, has_lifecycle: false },
-                PrestopAdd { index: 2, has_lifecycle: true },
+                PrestopAdd {
+                    index: 0,
+                    has_lifecycle: false,
+                },
+                PrestopAdd {
+                    index: 2,
+                    has_lifecycle: true,
+                },
             ],
             prestop_seconds: 40,
             prestop_action: Some(PrestopAction::Exec),

@@ -16,7 +16,8 @@ async fn main() -> anyhow::Result<()> {
             .await
             .context("webhook")?,
         Command::Certs(args) => {
-            let bundle = gracegate::certs::generate(&args.service, &args.namespace, args.valid_days)?;
+            let bundle =
+                gracegate::certs::generate(&args.service, &args.namespace, args.valid_days)?;
             gracegate::certs::write(&bundle, &args.out)
                 .with_context(|| format!("writing certificates to {}", args.out.display()))?;
             println!(

@@ -108,7 +108,10 @@ pub fn timing(
                      {wanted}s preStop sleep; capped at {max}s, so requests may fail at the end of a rollout"
                 ));
             }
-            (wanted.min(max), PrestopSource::DeregistrationDelay(d, source))
+            (
+                wanted.min(max),
+                PrestopSource::DeregistrationDelay(d, source),
+            )
         }
         (None, None, None) => (settings.prestop_seconds, PrestopSource::Default),
     };
@@ -256,8 +259,16 @@ mod tests {
     fn aws_default_delay_is_called_out() {
         let got = timing(&TimingSettings::default(), ingress(300), None, None);
         assert_eq!(got.warnings.len(), 1);
-        assert!(got.warnings[0].contains("the AWS default"), "{}", got.warnings[0]);
-        assert!(got.warnings[0].contains("capped at 120s"), "{}", got.warnings[0]);
+        assert!(
+            got.warnings[0].contains("the AWS default"),
+            "{}",
+            got.warnings[0]
+        );
+        assert!(
+            got.warnings[0].contains("capped at 120s"),
+            "{}",
+            got.warnings[0]
+        );
     }
 
     #[test]

@@ -90,7 +90,11 @@ impl ResponseReview {
     /// Allowed, unchanged.
     fn allow(api_version: &str, uid: &str) -> ResponseReview {
         ResponseReview {
-            api_version: if api_version.is_empty() { V1.to_string() } else { api_version.to_string() },
+            api_version: if api_version.is_empty() {
+                V1.to_string()
+            } else {
+                api_version.to_string()
+            },
             kind: "AdmissionReview",
             response: Response {
                 uid: uid.to_string(),
@@ -141,9 +145,8 @@ fn review_pod(
         .as_deref()
         .or(pod.metadata.namespace.as_deref())
     else {
-        let response = response.warn([
-            "gracegate: the review names no namespace; pod admitted unchanged".to_string(),
-        ]);
+        let response = response
+            .warn(["gracegate: the review names no namespace; pod admitted unchanged".to_string()]);
         return reviewed(response, Outcome::FailedOpen, summary);
     };
 
@@ -154,7 +157,10 @@ fn review_pod(
     summary.warnings = plan.warnings.len();
     summary.skip = plan.skip.map(Skip::as_str);
     let outcome = match &plan {
-        Plan { skip: Some(Skip::NamespaceUnknown), .. } => Outcome::FailedOpen,
+        Plan {
+            skip: Some(Skip::NamespaceUnknown),
+            ..
+        } => Outcome::FailedOpen,
         plan if plan.is_empty() => Outcome::Unchanged,
         _ => Outcome::Patched,
     };
@@ -188,8 +194,8 @@ fn pod_name(pod: &Pod) -> String {
 /// another kind, or a pod gracegate cannot read — allow it unchanged and say why; otherwise
 /// it is a bad request.
 fn fail_open(body: &[u8], pod_error: &serde_json::Error) -> Result<Reviewed, BadReview> {
-    let value: Value = serde_json::from_slice(body)
-        .map_err(|e| BadReview(format!("body is not JSON: {e}")))?;
+    let value: Value =
+        serde_json::from_slice(body).map_err(|e| BadReview(format!("body is not JSON: {e}")))?;
     if let Ok(review) = serde_json::from_value::<AdmissionReview<DynamicObject>>(value.clone())
         && let Ok(request) = TryInto::<AdmissionRequest<DynamicObject>>::try_into(review)
     {
@@ -197,16 +203,24 @@ fn fail_open(body: &[u8], pod_error: &serde_json::Error) -> Result<Reviewed, Bad
         let summary = Summary {
             uid: request.uid.clone(),
             namespace: request.namespace.clone().unwrap_or_default(),
-            skip: Some(if is_pod { "unreadable-pod" } else { "not-a-pod" }),
+            skip: Some(if is_pod {
+                "unreadable-pod"
+            } else {
+                "not-a-pod"
+            }),
             ..Summary::default()
         };
         let warning = if is_pod {
             format!("gracegate: could not read the pod ({pod_error}); pod admitted unchanged")
         } else {
             let k = &request.kind;
-            format!("gracegate: only Pods are mutated, not {}/{} {}", k.group, k.version, k.kind)
+            format!(
+                "gracegate: only Pods are mutated, not {}/{} {}",
+                k.group, k.version, k.kind
+            )
         };
-        let response = ResponseReview::allow(&request.types.api_version, &request.uid).warn([warning]);
+        let response =
+            ResponseReview::allow(&request.types.api_version, &request.uid).warn([warning]);
         return Ok(reviewed(response, Outcome::FailedOpen, summary));
     }
     // Not even kube's loosest reading: answer with the bare minimum if a uid is there.
@@ -218,7 +232,10 @@ fn fail_open(body: &[u8], pod_error: &serde_json::Error) -> Result<Reviewed, Bad
         .get("uid")
         .and_then(Value::as_str)
         .ok_or_else(|| BadReview(format!("not an AdmissionReview: {pod_error}")))?;
-    let api_version = value.get("apiVersion").and_then(Value::as_str).unwrap_or(V1);
+    let api_version = value
+        .get("apiVersion")
+        .and_then(Value::as_str)
+        .unwrap_or(V1);
     let warning = format!("gracegate: could not read the review ({pod_error}); admitted unchanged");
     Ok(Reviewed {
         review: ResponseReview::allow(api_version, uid).warn([warning]),

@@ -99,7 +99,10 @@ impl Running {
             .health
             .shutting_down
             .store(true, Ordering::Release);
-        info!(delay_seconds = delay.as_secs(), "shutting down: readyz is false");
+        info!(
+            delay_seconds = delay.as_secs(),
+            "shutting down: readyz is false"
+        );
         tokio::time::sleep(delay).await;
         self.handle.graceful_shutdown(Some(DRAIN_TIMEOUT));
         match self.https.await {
@@ -125,7 +128,10 @@ pub async fn run(args: WebhookArgs) -> Result<()> {
                 ingresses = objects.ingresses.len(), "cluster objects read from files"
             );
             // No API server to ask: a cluster new enough for the native sleep is assumed.
-            (Cluster::from_objects(objects), args.inject.prestop_mode.resolve(None))
+            (
+                Cluster::from_objects(objects),
+                args.inject.prestop_mode.resolve(None),
+            )
         }
         None => {
             let client = Client::try_default().await?;

@@ -2,10 +2,10 @@
 //! pod, read the result as a `k8s_openapi` Pod, compare it with the expected pod, then review
 //! the patched pod again and expect nothing more to add.
 
+use gracegate::inject::{PrestopAction, Settings};
 use k8s_openapi::api::core::v1::{
     ExecAction, Lifecycle, LifecycleHandler, Pod, PodReadinessGate, SleepAction,
 };
-use gracegate::inject::{PrestopAction, Settings};
 use rstest::rstest;
 use serde_json::Value;
 
@@ -22,17 +22,28 @@ struct Expected {
     warnings: &'static [&'static str],
 }
 
-const UNCHANGED: Expected = Expected { gates: &[], prestops: &[], grace: None, warnings: &[] };
+const UNCHANGED: Expected = Expected {
+    gates: &[],
+    prestops: &[],
+    grace: None,
+    warnings: &[],
+};
 
 fn handler(action: PrestopAction, seconds: i32) -> LifecycleHandler {
     match action {
         PrestopAction::Sleep => LifecycleHandler {
-            sleep: Some(SleepAction { seconds: seconds.into() }),
+            sleep: Some(SleepAction {
+                seconds: seconds.into(),
+            }),
             ..Default::default()
         },
         PrestopAction::Exec => LifecycleHandler {
             exec: Some(ExecAction {
-                command: Some(vec!["/bin/sh".into(), "-c".into(), format!("sleep {seconds}")]),
+                command: Some(vec![
+                    "/bin/sh".into(),
+                    "-c".into(),
+                    format!("sleep {seconds}"),
+                ]),
             }),
             ..Default::default()
         },
@@ -46,10 +57,16 @@ fn expected_pod(original: &Value, expected: &Expected, action: PrestopAction) ->
     for gate in expected.gates {
         spec.readiness_gates
             .get_or_insert_with(Vec::new)
-            .push(PodReadinessGate { condition_type: gate.to_string() });
+            .push(PodReadinessGate {
+                condition_type: gate.to_string(),
+            });
     }
     for (name, seconds) in expected.prestops {
-        let container = spec.containers.iter_mut().find(|c| c.name == *name).unwrap();
+        let container = spec
+            .containers
+            .iter_mut()
+            .find(|c| c.name == *name)
+            .unwrap();
         container
             .lifecycle
             .get_or_insert_with(Lifecycle::default)
@@ -81,7 +98,10 @@ async fn check(fixture: &str, expected: Expected, settings: Settings) {
     assert_eq!(warnings.len(), expected.warnings.len(), "{warnings:#?}");
     for (got, want) in warnings.iter().zip(expected.warnings) {
         assert!(got.contains(want), "warning {got:?} should say {want:?}");
-        assert!(got.len() <= 256, "the API server truncates longer warnings: {got}");
+        assert!(
+            got.len() <= 256,
+            "the API server truncates longer warnings: {got}"
+        );
     }
 
     // Reinvocation: the webhook on its own output adds nothing.
@@ -90,7 +110,11 @@ async fn check(fixture: &str, expected: Expected, settings: Settings) {
     let (status, body) = post(&context, serde_json::to_vec(&again).unwrap()).await;
     assert_eq!(status, 200);
     let answer = Answer::parse(&again, &body);
-    assert!(answer.patch().is_none(), "second pass patched: {:?}", answer.response);
+    assert!(
+        answer.patch().is_none(),
+        "second pass patched: {:?}",
+        answer.response
+    );
 }
 
 #[rstest]
@@ -138,7 +162,10 @@ async fn recorded_reviews(#[case] fixture: &str, #[case] expected: Expected) {
 
 #[tokio::test]
 async fn exec_prestop_for_older_api_servers() {
-    let settings = Settings { prestop_action: PrestopAction::Exec, ..Settings::default() };
+    let settings = Settings {
+        prestop_action: PrestopAction::Exec,
+        ..Settings::default()
+    };
     let expected = Expected {
         gates: &[GATE],
         prestops: &[("app-2048", 40), ("log-shipper", 40)],
@@ -150,7 +177,10 @@ async fn exec_prestop_for_older_api_servers() {
 
 #[tokio::test]
 async fn own_condition_prefix() {
-    let settings = Settings { condition_prefix: "gracegate.io".into(), ..Settings::default() };
+    let settings = Settings {
+        condition_prefix: "gracegate.io".into(),
+        ..Settings::default()
+    };
     let expected = Expected {
         gates: &["gracegate.io/k8s-game2048-service2-6f5e3c2a1b"],
         prestops: &[("app-2048", 40), ("log-shipper", 40)],
@@ -174,7 +204,11 @@ async fn compact_json_as_the_api_server_sends_it() {
     // The recordings are pretty-printed; the API server sends compact JSON. Same answer.
     let context = context(Settings::default());
     let request = review("create-deployment-pod.json");
-    let (_, pretty) = post(&context, crate::common::review_bytes("create-deployment-pod.json")).await;
+    let (_, pretty) = post(
+        &context,
+        crate::common::review_bytes("create-deployment-pod.json"),
+    )
+    .await;
     let (_, compact) = post(&context, serde_json::to_vec(&request).unwrap()).await;
     assert_eq!(pretty, compact);
 }
@@ -182,8 +216,16 @@ async fn compact_json_as_the_api_server_sends_it() {
 #[tokio::test]
 async fn metrics_count_outcomes() {
     let context = context(Settings::default());
-    post(&context, serde_json::to_vec(&review("create-deployment-pod.json")).unwrap()).await;
-    post(&context, serde_json::to_vec(&review("update-pod-labels.json")).unwrap()).await;
+    post(
+        &context,
+        serde_json::to_vec(&review("create-deployment-pod.json")).unwrap(),
+    )
+    .await;
+    post(
+        &context,
+        serde_json::to_vec(&review("update-pod-labels.json")).unwrap(),
+    )
+    .await;
     post(&context, "{").await;
     let text = context.metrics.encode();
     for line in [
@@ -194,4 +236,19 @@ async fn metrics_count_outcomes() {
     ] {
         assert!(text.contains(line), "{line} missing from\n{text}");
     }
+}
+
+#[tokio::test]
+async fn the_example_objects_of_make_run_give_the_same_answer() {
+    use gracegate::cluster::{Cluster, Objects};
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/objects");
+    let mut from_examples = context(Settings::default());
+    from_examples.cluster = Cluster::from_objects(Objects::load_dir(&dir).unwrap());
+    let body = serde_json::to_vec(&review("create-deployment-pod.json")).unwrap();
+    let (_, expected) = post(&context(Settings::default()), body.clone()).await;
+    let (_, got) = post(&from_examples, body).await;
+    assert_eq!(
+        String::from_utf8(got).unwrap(),
+        String::from_utf8(expected).unwrap()
+    );
 }

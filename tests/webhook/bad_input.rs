@@ -22,8 +22,14 @@ async fn rejected(body: impl Into<Body>) -> String {
 #[case::empty("", "not JSON")]
 #[case::truncated("{\"kind\":\"AdmissionReview\"", "not JSON")]
 #[case::not_an_object("[]", "no request")]
-#[case::no_request(r#"{"kind":"AdmissionReview","apiVersion":"admission.k8s.io/v1"}"#, "no request")]
-#[case::null_request(r#"{"kind":"AdmissionReview","apiVersion":"admission.k8s.io/v1","request":null}"#, "no request")]
+#[case::no_request(
+    r#"{"kind":"AdmissionReview","apiVersion":"admission.k8s.io/v1"}"#,
+    "no request"
+)]
+#[case::null_request(
+    r#"{"kind":"AdmissionReview","apiVersion":"admission.k8s.io/v1","request":null}"#,
+    "no request"
+)]
 #[case::no_uid(r#"{"kind":"AdmissionReview","apiVersion":"admission.k8s.io/v1","request":{"operation":"CREATE"}}"#, "not an AdmissionReview")]
 #[tokio::test]
 async fn unreadable_reviews_are_400(#[case] body: &'static str, #[case] says: &str) {
@@ -43,25 +49,39 @@ async fn body_over_the_limit_is_413() {
     let mut request = review("create-deployment-pod.json");
     request["request"]["object"]["metadata"]["annotations"] =
         json!({ "padding": "x".repeat(MAX_BODY_BYTES) });
-    let (status, _) = post(&context(Settings::default()), serde_json::to_vec(&request).unwrap()).await;
+    let (status, _) = post(
+        &context(Settings::default()),
+        serde_json::to_vec(&request).unwrap(),
+    )
+    .await;
     assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
 }
 
 #[tokio::test]
 async fn only_post() {
     let request = Request::get("/mutate").body(Body::empty()).unwrap();
-    let response = router(context(Settings::default())).oneshot(request).await.unwrap();
+    let response = router(context(Settings::default()))
+        .oneshot(request)
+        .await
+        .unwrap();
     assert_eq!(response.status(), StatusCode::METHOD_NOT_ALLOWED);
 }
 
 /// A readable review, allowed unchanged with a warning containing `says`.
 async fn allowed_unchanged(request: Value, says: &str) {
-    let (status, body) = post(&context(Settings::default()), serde_json::to_vec(&request).unwrap()).await;
+    let (status, body) = post(
+        &context(Settings::default()),
+        serde_json::to_vec(&request).unwrap(),
+    )
+    .await;
     assert_eq!(status, StatusCode::OK, "{}", String::from_utf8_lossy(&body));
     let answer = Answer::parse(&request, &body);
     assert!(answer.patch().is_none(), "{:?}", answer.response);
     let warnings = answer.warnings();
-    assert!(warnings.iter().any(|w| w.contains(says)), "{warnings:?} should say {says:?}");
+    assert!(
+        warnings.iter().any(|w| w.contains(says)),
+        "{warnings:?} should say {says:?}"
+    );
 }
 
 #[tokio::test]
@@ -89,12 +109,22 @@ async fn pod_missing_fields(#[case] pointer: &str, #[case] operations: usize) {
     let mut request = review("create-deployment-pod.json");
     let (parent, key) = pointer.rsplit_once('/').unwrap();
     let object = &mut request["request"]["object"];
-    let parent = if parent.is_empty() { object } else { object.pointer_mut(parent).unwrap() };
+    let parent = if parent.is_empty() {
+        object
+    } else {
+        object.pointer_mut(parent).unwrap()
+    };
     match parent {
-        Value::Object(map) => { map.remove(key); }
+        Value::Object(map) => {
+            map.remove(key);
+        }
         other => panic!("{other}"),
     }
-    let (status, body) = post(&context(Settings::default()), serde_json::to_vec(&request).unwrap()).await;
+    let (status, body) = post(
+        &context(Settings::default()),
+        serde_json::to_vec(&request).unwrap(),
+    )
+    .await;
     assert_eq!(status, StatusCode::OK);
     let answer = Answer::parse(&request, &body);
     let patch = answer.patch().map(|p| p.0).unwrap_or_default();
@@ -124,7 +154,11 @@ async fn review_gracegate_cannot_read_at_all_is_still_answered() {
 async fn create_without_object() {
     let mut request = review("create-deployment-pod.json");
     request["request"]["object"] = Value::Null;
-    let (status, body) = post(&context(Settings::default()), serde_json::to_vec(&request).unwrap()).await;
+    let (status, body) = post(
+        &context(Settings::default()),
+        serde_json::to_vec(&request).unwrap(),
+    )
+    .await;
     assert_eq!(status, StatusCode::OK);
     assert!(Answer::parse(&request, &body).patch().is_none());
 }
@@ -144,9 +178,10 @@ fn prestop_seconds(answer: &Answer) -> Vec<u64> {
         .0
         .iter()
         .filter_map(|op| match op {
-            PatchOperation::Add(add) if add.path.to_string().ends_with("/lifecycle") => {
-                add.value.pointer("/preStop/sleep/seconds").and_then(Value::as_u64)
-            }
+            PatchOperation::Add(add) if add.path.to_string().ends_with("/lifecycle") => add
+                .value
+                .pointer("/preStop/sleep/seconds")
+                .and_then(Value::as_u64),
             _ => None,
         })
         .collect()
@@ -162,14 +197,23 @@ async fn malformed_prestop_annotation_falls_back_with_a_warning(#[case] value: &
     let mut request = review("create-deployment-pod.json");
     request["request"]["object"]["metadata"]["annotations"] =
         json!({ "gracegate.io/prestop-seconds": value });
-    let (status, body) = post(&context(Settings::default()), serde_json::to_vec(&request).unwrap()).await;
+    let (status, body) = post(
+        &context(Settings::default()),
+        serde_json::to_vec(&request).unwrap(),
+    )
+    .await;
     assert_eq!(status, StatusCode::OK);
     let answer = Answer::parse(&request, &body);
     // The default rule still applies: D = 30 from the Ingress, so S = 40.
     assert_eq!(prestop_seconds(&answer), vec![40, 40]);
     let warnings = answer.warnings();
-    let expected = format!("gracegate.io/prestop-seconds={value:?} is not a number of seconds from 0 to 120, ignored; using 40s");
-    assert!(warnings.iter().any(|w| w.contains(&expected)), "{warnings:#?}");
+    let expected = format!(
+        "gracegate.io/prestop-seconds={value:?} is not a number of seconds from 0 to 120, ignored; using 40s"
+    );
+    assert!(
+        warnings.iter().any(|w| w.contains(&expected)),
+        "{warnings:#?}"
+    );
 }
 
 #[tokio::test]
@@ -177,7 +221,11 @@ async fn zero_prestop_seconds_injects_no_prestop() {
     let mut request = review("create-deployment-pod.json");
     request["request"]["object"]["metadata"]["annotations"] =
         json!({ "gracegate.io/prestop-seconds": "0" });
-    let (_, body) = post(&context(Settings::default()), serde_json::to_vec(&request).unwrap()).await;
+    let (_, body) = post(
+        &context(Settings::default()),
+        serde_json::to_vec(&request).unwrap(),
+    )
+    .await;
     let answer = Answer::parse(&request, &body);
     assert_eq!(prestop_seconds(&answer), Vec::<u64>::new());
     // The gate is still added; T = max(30, 0 + 30) leaves the grace period alone.

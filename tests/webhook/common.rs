@@ -31,7 +31,9 @@ pub fn cluster() -> Cluster {
 
 pub fn context(settings: Settings) -> Context {
     let health = Health::default();
-    health.tls_loaded.store(true, std::sync::atomic::Ordering::Release);
+    health
+        .tls_loaded
+        .store(true, std::sync::atomic::Ordering::Release);
     Context {
         settings: Arc::new(settings),
         cluster: cluster(),
@@ -72,7 +74,9 @@ impl Answer {
     pub fn patch(&self) -> Option<json_patch::Patch> {
         let encoded = self.response.get("patch")?.as_str()?;
         assert_eq!(self.response["patchType"], "JSONPatch");
-        let bytes = base64::engine::general_purpose::STANDARD.decode(encoded).unwrap();
+        let bytes = base64::engine::general_purpose::STANDARD
+            .decode(encoded)
+            .unwrap();
         Some(serde_json::from_slice(&bytes).unwrap())
     }
 

@@ -20,19 +20,26 @@ use rustls::pki_types::pem::PemObject;
 
 use crate::common::{Answer, context, review, review_bytes};
 
-type HttpsClient = Client<hyper_rustls::HttpsConnector<hyper_util::client::legacy::connect::HttpConnector>, Full<Bytes>>;
+type HttpsClient = Client<
+    hyper_rustls::HttpsConnector<hyper_util::client::legacy::connect::HttpConnector>,
+    Full<Bytes>,
+>;
 
 /// A client (with its own connection pool) that trusts only the given CAs.
 fn client(cas: &[&Bundle]) -> HttpsClient {
     let mut roots = RootCertStore::empty();
     for ca in cas {
-        roots.add(CertificateDer::from_pem_slice(ca.ca_cert.as_bytes()).unwrap()).unwrap();
+        roots
+            .add(CertificateDer::from_pem_slice(ca.ca_cert.as_bytes()).unwrap())
+            .unwrap();
     }
-    let config = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_root_certificates(roots)
-        .with_no_client_auth();
+    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_no_client_auth();
     let connector = hyper_rustls::HttpsConnectorBuilder::new()
         .with_tls_config(config)
         .https_only()
@@ -44,18 +51,33 @@ fn client(cas: &[&Bundle]) -> HttpsClient {
 async fn post_review(client: &HttpsClient, running: &Running) -> Result<(u16, Vec<u8>), String> {
     let request = hyper::Request::post(format!("https://127.0.0.1:{}/mutate", running.addr.port()))
         .header("content-type", "application/json")
-        .body(Full::new(Bytes::from(review_bytes("create-deployment-pod.json"))))
+        .body(Full::new(Bytes::from(review_bytes(
+            "create-deployment-pod.json",
+        ))))
         .unwrap();
-    let response = client.request(request).await.map_err(|e| format!("{e:?}"))?;
+    let response = client
+        .request(request)
+        .await
+        .map_err(|e| format!("{e:?}"))?;
     let status = response.status().as_u16();
-    let body = response.into_body().collect().await.map_err(|e| e.to_string())?.to_bytes();
+    let body = response
+        .into_body()
+        .collect()
+        .await
+        .map_err(|e| e.to_string())?
+        .to_bytes();
     Ok((status, body.to_vec()))
 }
 
 async fn get_admin(running: &Running, path: &str) -> u16 {
     let client: Client<_, Full<Bytes>> = Client::builder(TokioExecutor::new()).build_http();
     let uri = format!("http://127.0.0.1:{}{path}", running.admin_addr.port());
-    client.get(uri.parse().unwrap()).await.unwrap().status().as_u16()
+    client
+        .get(uri.parse().unwrap())
+        .await
+        .unwrap()
+        .status()
+        .as_u16()
 }
 
 fn temp_dir(name: &str) -> std::path::PathBuf {
@@ -71,7 +93,10 @@ async fn serve(dir: &Path) -> Running {
         Options {
             listen: "127.0.0.1:0".parse().unwrap(),
             admin_listen: "127.0.0.1:0".parse().unwrap(),
-            cert: CertFiles { cert: dir.join("tls.crt"), key: dir.join("tls.key") },
+            cert: CertFiles {
+                cert: dir.join("tls.crt"),
+                key: dir.join("tls.key"),
+            },
             cert_reload: Duration::from_millis(50),
         },
         context,
@@ -109,12 +134,17 @@ async fn serves_reviews_over_tls_and_picks_up_a_new_certificate() {
         tokio::spawn(async move {
             let mut sent = 0;
             while !done.load(Ordering::Acquire) {
-                let request = hyper::Request::post(format!("https://127.0.0.1:{}/mutate", addr.port()))
-                    .body(Full::new(Bytes::from(review_bytes("create-deployment-pod.json"))))
-                    .unwrap();
+                let request =
+                    hyper::Request::post(format!("https://127.0.0.1:{}/mutate", addr.port()))
+                        .body(Full::new(Bytes::from(review_bytes(
+                            "create-deployment-pod.json",
+                        ))))
+                        .unwrap();
                 match both.request(request).await {
                     Ok(r) if r.status() == 200 => {}
-                    _ => { failures.fetch_add(1, Ordering::Relaxed); }
+                    _ => {
+                        failures.fetch_add(1, Ordering::Relaxed);
+                    }
                 }
                 sent += 1;
             }
@@ -134,12 +164,19 @@ async fn serves_reviews_over_tls_and_picks_up_a_new_certificate() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     assert!(rotated, "the new certificate was never served");
-    assert!(post_review(&client(&[&first]), &running).await.is_err(), "old certificate still served");
+    assert!(
+        post_review(&client(&[&first]), &running).await.is_err(),
+        "old certificate still served"
+    );
 
     done.store(true, Ordering::Release);
     let sent = steady.await.unwrap();
     assert!(sent > 0);
-    assert_eq!(failures.load(Ordering::Relaxed), 0, "requests failed during rotation");
+    assert_eq!(
+        failures.load(Ordering::Relaxed),
+        0,
+        "requests failed during rotation"
+    );
 
     running.shutdown(Duration::ZERO).await;
     std::fs::remove_dir_all(dir).unwrap();
@@ -168,7 +205,10 @@ async fn missing_certificate_stops_start_up() {
         Options {
             listen: "127.0.0.1:0".parse().unwrap(),
             admin_listen: "127.0.0.1:0".parse().unwrap(),
-            cert: CertFiles { cert: dir.join("tls.crt"), key: dir.join("tls.key") },
+            cert: CertFiles {
+                cert: dir.join("tls.crt"),
+                key: dir.join("tls.key"),
+            },
             cert_reload: Duration::from_secs(1),
         },
         context(Settings::default()),
@@ -191,14 +231,22 @@ async fn shutdown_turns_readiness_off_first_and_finishes_in_flight_work() {
     // Not ready any more, but still serving during the delay.
     assert!(!context.is_ready());
     let client: Client<_, Full<Bytes>> = Client::builder(TokioExecutor::new()).build_http();
-    let readyz = client.get(format!("http://{admin}/readyz").parse().unwrap()).await.unwrap();
+    let readyz = client
+        .get(format!("http://{admin}/readyz").parse().unwrap())
+        .await
+        .unwrap();
     assert_eq!(readyz.status(), 503);
     let tls = self::client(&[&bundle]);
     let request = hyper::Request::post(format!("https://127.0.0.1:{}/mutate", addr.port()))
-        .body(Full::new(Bytes::from(review_bytes("create-deployment-pod.json"))))
+        .body(Full::new(Bytes::from(review_bytes(
+            "create-deployment-pod.json",
+        ))))
         .unwrap();
     assert_eq!(tls.request(request).await.unwrap().status(), 200);
-    tokio::time::timeout(Duration::from_secs(15), stopping).await.unwrap().unwrap();
+    tokio::time::timeout(Duration::from_secs(15), stopping)
+        .await
+        .unwrap()
+        .unwrap();
     // The port is closed afterwards.
     assert!(tokio::net::TcpStream::connect(addr).await.is_err());
     std::fs::remove_dir_all(dir).unwrap();

@@ -1,0 +1,50 @@
+# gracegate — the two commands that matter: `make run` and `make test`.
+
+CARGO   ?= cargo
+CERTS   ?= certs
+LISTEN  ?= 127.0.0.1:8443
+ADMIN   ?= 127.0.0.1:8080
+
+.PHONY: run test certs build release bench lint fmt clean review
+
+## run: serve the webhook on https://$(LISTEN)/mutate (admin on http://$(ADMIN)) with
+## dev certificates and the example objects; no cluster needed.
+run: $(CERTS)/tls.crt
+	$(CARGO) run -- webhook --listen $(LISTEN) --admin-listen $(ADMIN) \
+	  --tls-cert $(CERTS)/tls.crt --tls-key $(CERTS)/tls.key \
+	  --objects examples/objects --shutdown-delay-seconds 0
+
+## test: install what the tests need, then run every test (unit, integration, doc, benches once).
+test:
+	$(CARGO) test --all-targets --locked
+	$(CARGO) test --doc --locked
+
+## certs: a CA and a serving certificate in $(CERTS)/ (see certs/README.md).
+certs $(CERTS)/tls.crt:
+	$(CARGO) run -- certs --service gracegate --namespace gracegate-system --out $(CERTS)
+
+## review: post a recorded AdmissionReview to a running `make run` and print the decoded patch.
+review:
+	@curl -sS --cacert $(CERTS)/ca.crt -H 'Content-Type: application/json' \
+	  --data-binary @tests/fixtures/admission/create-deployment-pod.json \
+	  https://$(LISTEN)/mutate | python3 -c 'import base64,json,sys; r=json.load(sys.stdin)["response"]; print(json.dumps({k: v for k, v in r.items() if k != "patch"}, indent=2)); print(json.dumps(json.loads(base64.b64decode(r.get("patch", "W10="))), indent=2))'
+
+build:
+	$(CARGO) build --locked
+
+release:
+	$(CARGO) build --release --locked
+
+## bench: criterion benchmarks of the pure admission path.
+bench:
+	$(CARGO) bench --bench inject
+
+lint:
+	$(CARGO) fmt --check
+	$(CARGO) clippy --all-targets --locked -- -D warnings
+
+fmt:
+	$(CARGO) fmt
+
+clean:
+	$(CARGO) clean
