@@ -9,12 +9,15 @@
 //! * [`webhook`]: the HTTPS admission server and its plain-HTTP admin port.
 //! * [`certs`]: a CA and a serving certificate for the webhook.
 
+pub mod aws;
 pub mod binding;
 pub mod certs;
 pub mod cli;
 pub mod cluster;
+pub mod health;
 pub mod inject;
 pub mod metrics;
+pub mod targets;
 pub mod timing;
 pub mod webhook;
 

@@ -3,6 +3,7 @@
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
@@ -35,10 +36,21 @@ impl Outcome {
     }
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct AwsLabels {
+    pub operation: &'static str,
+    pub outcome: &'static str,
+}
+
 pub struct Metrics {
     pub registry: Registry,
     pub admission_requests: Family<OutcomeLabels, Counter>,
     pub admission_duration: Histogram,
+    pub gate_ready: Histogram,
+    pub gates_pending: Gauge,
+    pub aws_requests: Family<AwsLabels, Counter>,
+    pub deregistration: Histogram,
+    pub terminated_before_deregistered: Counter,
 }
 
 impl Default for Metrics {
@@ -57,10 +69,46 @@ impl Default for Metrics {
             "Time to answer an admission review, body read to response built",
             admission_duration.clone(),
         );
+        // 1 s … ~17 min: from a pod's creation to its target turning healthy.
+        let gate_ready = Histogram::new(exponential_buckets(1.0, 2.0, 11));
+        registry.register(
+            "gate_ready_seconds",
+            "Time from pod creation to its readiness gate turning True",
+            gate_ready.clone(),
+        );
+        let gates_pending = Gauge::default();
+        registry.register(
+            "gates_pending",
+            "Readiness gates waiting for the load balancer to report the target healthy",
+            gates_pending.clone(),
+        );
+        let aws_requests = Family::<AwsLabels, Counter>::default();
+        registry.register(
+            "aws_requests",
+            "ELBv2 API calls by operation and final outcome (after the SDK's retries)",
+            aws_requests.clone(),
+        );
+        let deregistration = Histogram::new(exponential_buckets(1.0, 2.0, 10));
+        registry.register(
+            "deregistration_seconds",
+            "Time from a pod's deletion to its target leaving the target group",
+            deregistration.clone(),
+        );
+        let terminated_before_deregistered = Counter::default();
+        registry.register(
+            "terminated_before_deregistered",
+            "Pods whose preStop sleep ended while the load balancer still sent them traffic",
+            terminated_before_deregistered.clone(),
+        );
         Metrics {
             registry,
             admission_requests,
             admission_duration,
+            gate_ready,
+            gates_pending,
+            aws_requests,
+            deregistration,
+            terminated_before_deregistered,
         }
     }
 }
@@ -73,6 +121,12 @@ impl Metrics {
             })
             .inc();
         self.admission_duration.observe(seconds);
+    }
+
+    pub fn aws(&self, operation: &'static str, outcome: &'static str) {
+        self.aws_requests
+            .get_or_create(&AwsLabels { operation, outcome })
+            .inc();
     }
 
     /// The Prometheus text exposition.

@@ -1,0 +1,324 @@
+//! The ELBv2 shell: the three Describe calls gracegate makes, behind a client-side token
+//! bucket, with the SDK's adaptive retry, and every call counted by outcome.
+//!
+//! The SDK runs on an `aws-smithy-http-client` with rustls and ring (no hyper 0.14, no
+//! aws-lc), and takes credentials from its default chain, so IRSA and EKS Pod Identity work.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use aws_config::retry::RetryConfig;
+use aws_config::timeout::TimeoutConfig;
+use aws_config::{BehaviorVersion, Region, SdkConfig};
+use aws_sdk_elasticloadbalancingv2::Client;
+use aws_sdk_elasticloadbalancingv2::error::{ProvideErrorMetadata, SdkError};
+use aws_sdk_elasticloadbalancingv2::types::TargetDescription;
+use aws_smithy_http_client::tls::{Provider, rustls_provider::CryptoMode};
+use tokio::sync::Mutex;
+use tokio::time::Instant;
+
+use crate::health::{TargetHealth, TargetState};
+use crate::metrics::Metrics;
+
+/// A target as the ELB names it: an IP or an instance id, and a port.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct TargetId {
+    pub id: String,
+    pub port: i32,
+}
+
+impl std::fmt::Display for TargetId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}:{}", self.id, self.port)
+    }
+}
+
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum AwsError {
+    #[error("throttled: {0}")]
+    Throttled(String),
+    #[error("target group not found: {0}")]
+    TargetGroupNotFound(String),
+    #[error("{0}")]
+    Other(String),
+}
+
+impl AwsError {
+    fn outcome(&self) -> &'static str {
+        match self {
+            AwsError::Throttled(_) => "throttled",
+            AwsError::TargetGroupNotFound(_) => "not_found",
+            AwsError::Other(_) => "error",
+        }
+    }
+}
+
+fn classify<E: ProvideErrorMetadata + std::error::Error + 'static, R: std::fmt::Debug>(
+    error: SdkError<E, R>,
+) -> AwsError {
+    let message = match &error {
+        SdkError::ServiceError(e) => e
+            .err()
+            .message()
+            .map(String::from)
+            .unwrap_or_else(|| format!("{:?}", e.err())),
+        other => aws_smithy_types::error::display::DisplayErrorContext(other).to_string(),
+    };
+    match error.code() {
+        Some("Throttling" | "ThrottlingException" | "RequestLimitExceeded") => {
+            AwsError::Throttled(message)
+        }
+        Some("TargetGroupNotFound") => AwsError::TargetGroupNotFound(message),
+        Some(code) => AwsError::Other(format!("{code}: {message}")),
+        None => AwsError::Other(message),
+    }
+}
+
+/// How the client talks to ELBv2.
+#[derive(Clone, Debug)]
+pub struct ElbOptions {
+    /// Describe calls per second, on average, across all target groups.
+    pub rate_per_second: f64,
+    /// Calls that may go out at once after a quiet spell.
+    pub burst: u32,
+    pub max_attempts: u32,
+    pub initial_backoff: Duration,
+    pub attempt_timeout: Duration,
+    pub operation_timeout: Duration,
+}
+
+impl Default for ElbOptions {
+    fn default() -> Self {
+        ElbOptions {
+            rate_per_second: 20.0,
+            burst: 40,
+            max_attempts: 3,
+            initial_backoff: Duration::from_millis(200),
+            attempt_timeout: Duration::from_secs(5),
+            operation_timeout: Duration::from_secs(15),
+        }
+    }
+}
+
+/// The SDK's HTTP client: rustls with ring.
+pub fn http_client() -> aws_smithy_runtime_api::client::http::SharedHttpClient {
+    aws_smithy_http_client::Builder::new()
+        .tls_provider(Provider::Rustls(CryptoMode::Ring))
+        .build_https()
+}
+
+/// SDK configuration from the default chain (environment, profile, web identity, container
+/// and instance credentials), with `region` and `endpoint_url` when given.
+pub async fn sdk_config(
+    region: Option<String>,
+    endpoint_url: Option<String>,
+    options: &ElbOptions,
+) -> SdkConfig {
+    let mut loader = aws_config::defaults(BehaviorVersion::latest())
+        .http_client(http_client())
+        .retry_config(retry_config(options))
+        .timeout_config(timeout_config(options));
+    if let Some(region) = region {
+        loader = loader.region(Region::new(region));
+    }
+    if let Some(url) = endpoint_url {
+        loader = loader.endpoint_url(url);
+    }
+    loader.load().await
+}
+
+fn retry_config(options: &ElbOptions) -> RetryConfig {
+    // Adaptive: on throttling the SDK also slows its own send rate, not only retries.
+    RetryConfig::adaptive()
+        .with_max_attempts(options.max_attempts)
+        .with_initial_backoff(options.initial_backoff)
+}
+
+fn timeout_config(options: &ElbOptions) -> TimeoutConfig {
+    TimeoutConfig::builder()
+        .operation_attempt_timeout(options.attempt_timeout)
+        .operation_timeout(options.operation_timeout)
+        .build()
+}
+
+/// The ELBv2 client gracegate uses.
+#[derive(Clone)]
+pub struct Elb {
+    client: Client,
+    bucket: Arc<TokenBucket>,
+    metrics: Arc<Metrics>,
+}
+
+impl Elb {
+    pub fn new(config: &SdkConfig, options: &ElbOptions, metrics: Arc<Metrics>) -> Elb {
+        let sdk = aws_sdk_elasticloadbalancingv2::config::Builder::from(config)
+            .retry_config(retry_config(options))
+            .timeout_config(timeout_config(options))
+            .build();
+        Elb {
+            client: Client::from_conf(sdk),
+            bucket: Arc::new(TokenBucket::new(options.rate_per_second, options.burst)),
+            metrics,
+        }
+    }
+
+    fn count<T>(&self, operation: &'static str, result: &Result<T, AwsError>) {
+        let outcome = match result {
+            Ok(_) => "ok",
+            Err(e) => e.outcome(),
+        };
+        self.metrics.aws(operation, outcome);
+    }
+
+    /// Health of `targets` in the target group. Targets the ELB does not know come back as
+    /// `unused` / `Target.NotRegistered`, as AWS reports them.
+    pub async fn describe_target_health(
+        &self,
+        target_group_arn: &str,
+        targets: &[TargetId],
+    ) -> Result<Vec<(TargetId, TargetHealth)>, AwsError> {
+        self.bucket.acquire().await;
+        let mut request = self
+            .client
+            .describe_target_health()
+            .target_group_arn(target_group_arn);
+        for t in targets {
+            request = request.targets(TargetDescription::builder().id(&t.id).port(t.port).build());
+        }
+        let result = request.send().await.map_err(classify).map(|output| {
+            output
+                .target_health_descriptions()
+                .iter()
+                .filter_map(|d| {
+                    let target = d.target()?;
+                    let health = d.target_health()?;
+                    Some((
+                        TargetId {
+                            id: target.id()?.to_string(),
+                            port: target.port().unwrap_or_default(),
+                        },
+                        TargetHealth {
+                            state: TargetState::from_wire(
+                                health.state().map(|s| s.as_str()).unwrap_or("unavailable"),
+                            ),
+                            reason: health.reason().map(|r| r.as_str().to_string()),
+                            description: health.description().map(String::from),
+                        },
+                    ))
+                })
+                .collect()
+        });
+        self.count("DescribeTargetHealth", &result);
+        result
+    }
+
+    /// The ARN of the target group named `name` (for bindings that give a name, not an ARN).
+    pub async fn target_group_arn(&self, name: &str) -> Result<Option<String>, AwsError> {
+        self.bucket.acquire().await;
+        let result = self
+            .client
+            .describe_target_groups()
+            .names(name)
+            .send()
+            .await
+            .map_err(classify)
+            .map(|out| {
+                out.target_groups()
+                    .iter()
+                    .find_map(|tg| tg.target_group_arn().map(String::from))
+            });
+        self.count("DescribeTargetGroups", &result);
+        result
+    }
+
+    /// The target group's `deregistration_delay.timeout_seconds`.
+    pub async fn deregistration_delay(&self, target_group_arn: &str) -> Result<Option<u32>, AwsError> {
+        self.bucket.acquire().await;
+        let result = self
+            .client
+            .describe_target_group_attributes()
+            .target_group_arn(target_group_arn)
+            .send()
+            .await
+            .map_err(classify)
+            .map(|out| {
+                out.attributes().iter().find_map(|a| {
+                    (a.key() == Some("deregistration_delay.timeout_seconds"))
+                        .then(|| a.value()?.parse().ok())
+                        .flatten()
+                })
+            });
+        self.count("DescribeTargetGroupAttributes", &result);
+        result
+    }
+}
+
+/// A client-side token bucket: `rate` tokens a second, at most `burst` saved up. Hand-written
+/// (a dozen lines) rather than a rate-limiting crate: it is the only limiter gracegate needs.
+pub struct TokenBucket {
+    rate: f64,
+    burst: f64,
+    state: Mutex<(f64, Instant)>,
+}
+
+impl TokenBucket {
+    pub fn new(rate: f64, burst: u32) -> TokenBucket {
+        let burst = f64::from(burst.max(1));
+        TokenBucket {
+            rate: rate.max(0.001),
+            burst,
+            state: Mutex::new((burst, Instant::now())),
+        }
+    }
+
+    /// Wait for a token.
+    pub async fn acquire(&self) {
+        loop {
+            let wait = {
+                let mut state = self.state.lock().await;
+                let now = Instant::now();
+                let (tokens, last) = *state;
+                let tokens = (tokens + now.duration_since(last).as_secs_f64() * self.rate).min(self.burst);
+                if tokens >= 1.0 {
+                    *state = (tokens - 1.0, now);
+                    return;
+                }
+                *state = (tokens, now);
+                Duration::from_secs_f64((1.0 - tokens) / self.rate)
+            };
+            tokio::time::sleep(wait).await;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn bucket_allows_a_burst_then_the_rate() {
+        let bucket = TokenBucket::new(10.0, 5);
+        let start = Instant::now();
+        for _ in 0..5 {
+            bucket.acquire().await;
+        }
+        assert_eq!(start.elapsed(), Duration::ZERO, "the burst is free");
+        for _ in 0..10 {
+            bucket.acquire().await;
+        }
+        let elapsed = start.elapsed().as_secs_f64();
+        assert!((0.99..1.01).contains(&elapsed), "10 more at 10/s take 1 s, took {elapsed}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn bucket_refills_only_up_to_the_burst() {
+        let bucket = TokenBucket::new(100.0, 2);
+        tokio::time::sleep(Duration::from_secs(60)).await;
+        let start = Instant::now();
+        for _ in 0..4 {
+            bucket.acquire().await;
+        }
+        let elapsed = start.elapsed().as_secs_f64();
+        assert!((0.019..0.021).contains(&elapsed), "2 free, 2 at 100/s: {elapsed}");
+    }
+}
