@@ -34,8 +34,100 @@ pub enum LogFormat {
 pub enum Command {
     /// Serve the mutating admission webhook (HTTPS) and its admin port (HTTP).
     Webhook(WebhookArgs),
+    /// Set readiness gate conditions from ELB target health (on the replica holding the Lease).
+    Watcher(WatcherArgs),
+    /// The webhook on every replica and the watcher on the one holding the Lease.
+    Serve(ServeArgs),
     /// Make a CA and a serving certificate for the webhook.
     Certs(CertsArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct WatcherArgs {
+    /// Plain-HTTP address for /livez, /readyz and /metrics.
+    #[arg(long, env = "GRACEGATE_ADMIN_LISTEN", default_value = "0.0.0.0:8080")]
+    pub admin_listen: SocketAddr,
+
+    /// Readiness gate condition type prefix, as given to the webhook.
+    #[arg(long, env = "GRACEGATE_CONDITION_PREFIX", default_value = DEFAULT_CONDITION_PREFIX)]
+    pub condition_prefix: String,
+
+    #[command(flatten)]
+    pub watch: WatchArgs,
+
+    #[command(flatten)]
+    pub lease: LeaseArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    #[command(flatten)]
+    pub webhook: WebhookArgs,
+
+    #[command(flatten)]
+    pub watch: WatchArgs,
+
+    #[command(flatten)]
+    pub lease: LeaseArgs,
+}
+
+#[derive(Clone, Debug, Args)]
+pub struct WatchArgs {
+    /// AWS region; from the SDK's default chain (AWS_REGION, profile, instance metadata) if unset.
+    #[arg(long, env = "GRACEGATE_AWS_REGION")]
+    pub aws_region: Option<String>,
+
+    /// ELBv2 endpoint, for emulators such as moto.
+    #[arg(long, env = "GRACEGATE_AWS_ENDPOINT_URL")]
+    pub aws_endpoint_url: Option<String>,
+
+    /// Describe calls per second (token bucket rate).
+    #[arg(long, env = "GRACEGATE_AWS_RATE", default_value_t = 20.0)]
+    pub aws_rate: f64,
+
+    /// Describe calls that may go out at once (token bucket size).
+    #[arg(long, env = "GRACEGATE_AWS_BURST", default_value_t = 40)]
+    pub aws_burst: u32,
+
+    /// A gate still pending this long after pod creation is set True (reason GateTimeout);
+    /// `0` = never. E.g. `10m`, `90s`.
+    #[arg(long, env = "GRACEGATE_GATE_TIMEOUT", default_value = "10m", value_parser = parse_duration)]
+    pub gate_timeout: std::time::Duration,
+
+    /// Time between target health checks while any gate is pending.
+    #[arg(long, env = "GRACEGATE_TICK", default_value = "1s", value_parser = parse_duration)]
+    pub tick: std::time::Duration,
+}
+
+#[derive(Clone, Debug, Args)]
+pub struct LeaseArgs {
+    /// Lease that elects the one replica that writes conditions.
+    #[arg(long, env = "GRACEGATE_LEASE_NAME", default_value = "gracegate")]
+    pub lease_name: String,
+
+    /// Namespace of the Lease (the Deployment's own, via the downward API).
+    #[arg(long, env = "POD_NAMESPACE", default_value = "gracegate-system")]
+    pub lease_namespace: String,
+
+    /// This replica's identity in the Lease (its pod name, via the downward API).
+    #[arg(long, env = "POD_NAME")]
+    pub identity: Option<String>,
+}
+
+/// `90s`, `10m`, `1h`, `500ms`, or bare seconds.
+pub fn parse_duration(s: &str) -> std::result::Result<std::time::Duration, String> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (number, unit) = s.split_at(split);
+    let n: u64 = number.parse().map_err(|_| format!("expected a duration like 90s or 10m, got {s:?}"))?;
+    let seconds = |k: u64| std::time::Duration::from_secs(n.saturating_mul(k));
+    match unit {
+        "" | "s" => Ok(seconds(1)),
+        "m" => Ok(seconds(60)),
+        "h" => Ok(seconds(3600)),
+        "ms" => Ok(std::time::Duration::from_millis(n)),
+        _ => Err(format!("unknown duration unit {unit:?} in {s:?} (use ms, s, m or h)")),
+    }
 }
 
 #[derive(Debug, Args)]
@@ -273,6 +365,35 @@ mod tests {
         let mut argv = vec!["gracegate", "webhook", "--tls-cert", "c", "--tls-key", "k"];
         argv.extend_from_slice(extra);
         assert!(Cli::try_parse_from(argv).is_err());
+    }
+
+    #[rstest]
+    #[case("10m", Some(600_000))]
+    #[case("90s", Some(90_000))]
+    #[case("45", Some(45_000))]
+    #[case("0", Some(0))]
+    #[case("250ms", Some(250))]
+    #[case("1h", Some(3_600_000))]
+    #[case("10 m", None)]
+    #[case("-1s", None)]
+    #[case("1d", None)]
+    #[case("", None)]
+    fn durations(#[case] input: &str, #[case] millis: Option<u128>) {
+        assert_eq!(parse_duration(input).ok().map(|d| d.as_millis()), millis);
+    }
+
+    #[test]
+    fn serve_takes_both_halves_flags() {
+        let cli = Cli::try_parse_from([
+            "gracegate", "serve", "--tls-cert", "c", "--tls-key", "k", "--gate-timeout", "0",
+            "--aws-endpoint-url", "http://127.0.0.1:5000", "--condition-prefix", "example.com",
+        ])
+        .unwrap();
+        let Command::Serve(args) = cli.command else { panic!("serve") };
+        assert_eq!(args.watch.gate_timeout, std::time::Duration::ZERO);
+        assert_eq!(args.watch.tick, std::time::Duration::from_secs(1));
+        assert_eq!(args.webhook.inject.condition_prefix, "example.com");
+        assert_eq!(args.lease.lease_name, "gracegate");
     }
 
     #[rstest]

@@ -17,8 +17,10 @@ pub mod cluster;
 pub mod health;
 pub mod inject;
 pub mod metrics;
+pub mod serve;
 pub mod targets;
 pub mod timing;
+pub mod watcher;
 pub mod webhook;
 
 /// Everything that can go wrong in gracegate's shells. The pure core does not fail: it turns
@@ -46,6 +48,9 @@ pub enum Error {
 
     #[error("invalid setting: {0}")]
     Settings(String),
+
+    #[error("leader election: {0}")]
+    Lease(String),
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -15,6 +15,10 @@ async fn main() -> anyhow::Result<()> {
         Command::Webhook(args) => gracegate::webhook::server::run(args)
             .await
             .context("webhook")?,
+        Command::Watcher(args) => gracegate::serve::run_watcher(args)
+            .await
+            .context("watcher")?,
+        Command::Serve(args) => gracegate::serve::run_serve(args).await.context("serve")?,
         Command::Certs(args) => {
             let bundle =
                 gracegate::certs::generate(&args.service, &args.namespace, args.valid_days)?;

@@ -40,10 +40,12 @@ pub struct Context {
     pub health: Arc<Health>,
 }
 
-/// Readiness beyond the caches: the certificate is loaded, and no shutdown has begun.
+/// Readiness beyond the caches: the certificate is loaded, the watcher's own caches (when it
+/// runs alone) are synced, and no shutdown has begun.
 #[derive(Debug, Default)]
 pub struct Health {
     pub tls_loaded: AtomicBool,
+    pub pods_syncing: AtomicBool,
     pub shutting_down: AtomicBool,
 }
 
@@ -51,6 +53,7 @@ impl Context {
     pub fn is_ready(&self) -> bool {
         self.cluster.is_synced()
             && self.health.tls_loaded.load(Ordering::Acquire)
+            && !self.health.pods_syncing.load(Ordering::Acquire)
             && !self.health.shutting_down.load(Ordering::Acquire)
     }
 }
@@ -107,6 +110,8 @@ async fn readyz(State(context): State<Context>) -> Response {
             "shutting down"
         } else if !health.tls_loaded.load(Ordering::Acquire) {
             "certificate not loaded"
+        } else if health.pods_syncing.load(Ordering::Acquire) {
+            "pod cache not synced"
         } else {
             "caches not synced"
         };

@@ -119,8 +119,24 @@ impl Running {
 
 /// `gracegate webhook`: run until SIGTERM or Ctrl-C.
 pub async fn run(args: WebhookArgs) -> Result<()> {
-    let (cluster, action) = match &args.objects {
-        Some(dir) => {
+    let client = match args.objects {
+        Some(_) => None,
+        None => Some(Client::try_default().await?),
+    };
+    let (context, options) = prepare(&args, client).await?;
+    let running = start(options, context).await?;
+    shutdown_signal().await;
+    running
+        .shutdown(Duration::from_secs(args.shutdown_delay_seconds))
+        .await;
+    Ok(())
+}
+
+/// The webhook's context and listener options from its flags: cluster objects from files
+/// (`--objects`) or from reflectors on `client`, which this spawns.
+pub async fn prepare(args: &WebhookArgs, client: Option<Client>) -> Result<(Context, Options)> {
+    let (cluster, action) = match (&args.objects, client) {
+        (Some(dir), _) => {
             let objects = Objects::load_dir(dir)?;
             info!(
                 dir = %dir.display(), namespaces = objects.namespaces.len(),
@@ -128,13 +144,9 @@ pub async fn run(args: WebhookArgs) -> Result<()> {
                 ingresses = objects.ingresses.len(), "cluster objects read from files"
             );
             // No API server to ask: a cluster new enough for the native sleep is assumed.
-            (
-                Cluster::from_objects(objects),
-                args.inject.prestop_mode.resolve(None),
-            )
+            (Cluster::from_objects(objects), args.inject.prestop_mode.resolve(None))
         }
-        None => {
-            let client = Client::try_default().await?;
+        (None, Some(client)) => {
             let version = match args.inject.prestop_mode {
                 PrestopMode::Auto => Some(server_version(&client).await?),
                 _ => None,
@@ -143,6 +155,7 @@ pub async fn run(args: WebhookArgs) -> Result<()> {
             tokio::spawn(drive);
             (cluster, args.inject.prestop_mode.resolve(version))
         }
+        (None, None) => return Err(Error::Settings("no cluster and no --objects".into())),
     };
     let settings = args.inject.settings(action)?;
     info!(?action, prefix = %settings.condition_prefix, "preStop action");
@@ -152,24 +165,16 @@ pub async fn run(args: WebhookArgs) -> Result<()> {
         metrics: Arc::new(Metrics::default()),
         health: Arc::new(Health::default()),
     };
-    let running = start(
-        Options {
-            listen: args.listen,
-            admin_listen: args.admin_listen,
-            cert: CertFiles {
-                cert: args.tls_cert.clone(),
-                key: args.tls_key.clone(),
-            },
-            cert_reload: Duration::from_secs(args.cert_reload_seconds.max(1)),
+    let options = Options {
+        listen: args.listen,
+        admin_listen: args.admin_listen,
+        cert: CertFiles {
+            cert: args.tls_cert.clone(),
+            key: args.tls_key.clone(),
         },
-        context,
-    )
-    .await?;
-    shutdown_signal().await;
-    running
-        .shutdown(Duration::from_secs(args.shutdown_delay_seconds))
-        .await;
-    Ok(())
+        cert_reload: Duration::from_secs(args.cert_reload_seconds.max(1)),
+    };
+    Ok((context, options))
 }
 
 /// The API server's version, read once: it decides between the native sleep and exec.
@@ -185,7 +190,8 @@ async fn server_version(client: &Client) -> Result<(u32, u32)> {
     Ok(version)
 }
 
-async fn shutdown_signal() {
+/// SIGTERM (the kubelet) or Ctrl-C.
+pub async fn shutdown_signal() {
     let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {

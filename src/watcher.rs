@@ -1,0 +1,491 @@
+//! `gracegate watcher`: sets readiness gate conditions from ELB target health.
+//!
+//! The decisions are pure ([`crate::targets`], [`crate::health`]); this module is the shell
+//! that feeds them from the reflector stores and carries out what they decide:
+//!
+//! 1. gather the pending gates of every gated pod (a pod is stored only if it carries a gate
+//!    gracegate serves, and only the fields the decisions read);
+//! 2. one `DescribeTargetHealth` per target group with pending targets — never one per pod;
+//! 3. a strategic-merge patch of `pods/status` for each condition that changes.
+//!
+//! Ticks run every `tick` while anything is pending and not at all when nothing is; a pod
+//! event wakes the loop at once (at most one tick per `tick`, so a burst of events does not
+//! multiply AWS calls).
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::{StreamExt, TryStreamExt, future, stream};
+use k8s_openapi::api::core::v1::{Container, Node, ObjectReference, Pod, PodCondition};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use kube::api::{Api, Patch, PatchParams};
+use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube::runtime::reflector::{self, Store, store::Writer};
+use kube::runtime::{WatchStreamExt, watcher};
+use kube::{Client, ResourceExt};
+use tokio::sync::Notify;
+use tokio::time::Instant;
+use tracing::{debug, info, warn};
+
+use crate::aws::{AwsError, Elb, TargetId};
+use crate::cluster::Cluster;
+use crate::health::{self, Observation, TargetHealth, TargetState};
+use crate::metrics::Metrics;
+use crate::targets::{self, GateSettings, PendingGate, TargetGroup, Work};
+
+/// How many target groups are described, and pods patched, at once.
+const CONCURRENCY: usize = 16;
+
+#[derive(Clone, Debug)]
+pub struct WatcherSettings {
+    pub gates: GateSettings,
+    /// Time between ticks while anything is pending.
+    pub tick: Duration,
+}
+
+/// What one tick did; for tests, benches and the debug log.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct TickReport {
+    pub pending: usize,
+    pub describe_calls: usize,
+    pub patches: usize,
+}
+
+pub struct Watcher {
+    client: Client,
+    elb: Elb,
+    recorder: Recorder,
+    metrics: Arc<Metrics>,
+    cluster: Cluster,
+    pods: Store<Pod>,
+    nodes: Store<Node>,
+    wake: Arc<Notify>,
+    settings: WatcherSettings,
+    /// Target group names → ARNs, for bindings that only name their target group.
+    arns: HashMap<String, String>,
+    /// The condition last written per (pod uid, gate): the store lags behind our own patches,
+    /// and without this a tick would write the same condition again.
+    written: HashMap<(String, String), PodCondition>,
+    /// Target groups whose last Describe failed: their outage is logged once, not every tick.
+    failing: HashSet<TargetGroup>,
+}
+
+impl Watcher {
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        client: Client,
+        elb: Elb,
+        metrics: Arc<Metrics>,
+        cluster: Cluster,
+        pods: Store<Pod>,
+        nodes: Store<Node>,
+        wake: Arc<Notify>,
+        settings: WatcherSettings,
+    ) -> Watcher {
+        let reporter = Reporter {
+            controller: "gracegate".into(),
+            instance: std::env::var("POD_NAME").ok(),
+        };
+        Watcher {
+            recorder: Recorder::new(client.clone(), reporter),
+            client,
+            elb,
+            metrics,
+            cluster,
+            pods,
+            nodes,
+            wake,
+            settings,
+            arns: HashMap::new(),
+            written: HashMap::new(),
+            failing: HashSet::new(),
+        }
+    }
+
+    /// Run until the process stops.
+    pub async fn run(mut self) {
+        let mut last: Option<Instant> = None;
+        let mut pending = true;
+        loop {
+            // Idle: only a pod event starts a tick. Busy: the next tick is due `tick` after
+            // the last one, sooner never.
+            if pending {
+                let due = last.map_or_else(Instant::now, |l| l + self.settings.tick);
+                tokio::time::sleep_until(due).await;
+            } else {
+                self.wake.notified().await;
+                if let Some(l) = last {
+                    tokio::time::sleep_until(l + self.settings.tick).await;
+                }
+            }
+            last = Some(Instant::now());
+            let report = self.tick(now()).await;
+            debug!(?report, "tick");
+            pending = report.pending > 0;
+        }
+    }
+
+    /// One pass: gather pending gates, describe their target groups, write what changed.
+    pub async fn tick(&mut self, now: Time) -> TickReport {
+        let pending = self.pending(&now);
+        self.metrics.gates_pending.set(pending.len() as i64);
+        let mut report = TickReport {
+            pending: pending.len(),
+            ..TickReport::default()
+        };
+        self.forget_gone_pods();
+        if pending.is_empty() {
+            return report;
+        }
+
+        let groups = targets::group_by_target_group(&pending);
+        let arns = self.resolve_names(groups.keys()).await;
+        report.describe_calls = groups.keys().filter(|g| arns.contains_key(*g)).count();
+        let health = self.describe(groups, &arns).await;
+
+        let mut updates = Vec::new();
+        for gate in pending {
+            let Some(observation) = observe(&gate, &health) else { continue };
+            let key = (gate.uid.clone(), gate.gate.clone());
+            let current = self.written.get(&key).or(gate.current.as_ref());
+            if let Some(condition) = health::update(&gate.gate, current, &observation.desired(), &now) {
+                updates.push((gate, observation, condition));
+            }
+        }
+        let this = &*self;
+        let patched: Vec<_> = stream::iter(updates)
+            .map(|(gate, observation, condition)| async move {
+                let result = this.patch(&gate, &condition).await;
+                (gate, observation, condition, result)
+            })
+            .buffer_unordered(CONCURRENCY)
+            .collect()
+            .await;
+        for (gate, observation, condition, result) in patched {
+            match result {
+                Ok(()) => {
+                    report.patches += 1;
+                    self.announce(&gate, &observation, &condition, &now).await;
+                    self.written.insert((gate.uid.clone(), gate.gate.clone()), condition);
+                }
+                Err(error) => warn!(pod = %gate.pod, namespace = %gate.namespace, gate = %gate.gate, %error, "status patch failed; retrying next tick"),
+            }
+        }
+        report
+    }
+
+    fn pending(&self, now: &Time) -> Vec<PendingGate> {
+        let mut by_namespace: BTreeMap<String, Vec<Arc<Pod>>> = BTreeMap::new();
+        for pod in self.pods.state() {
+            let ns = pod.metadata.namespace.clone().unwrap_or_default();
+            by_namespace.entry(ns).or_default().push(pod);
+        }
+        let nodes = &self.nodes;
+        by_namespace
+            .into_iter()
+            .flat_map(|(ns, pods)| {
+                let objects = self.cluster.objects(&ns);
+                targets::pending_gates(
+                    &pods,
+                    &objects,
+                    |name| nodes.get(&reflector::ObjectRef::new(name)),
+                    &self.settings.gates,
+                    now,
+                )
+            })
+            .collect()
+    }
+
+    fn forget_gone_pods(&mut self) {
+        if self.written.is_empty() {
+            return;
+        }
+        let live: HashSet<String> = self.pods.state().iter().filter_map(|p| p.uid()).collect();
+        self.written.retain(|(uid, _), _| live.contains(uid));
+    }
+
+    /// ARNs for every group; names are looked up once and cached.
+    async fn resolve_names<'g>(
+        &mut self,
+        groups: impl Iterator<Item = &'g TargetGroup>,
+    ) -> HashMap<TargetGroup, String> {
+        let mut arns = HashMap::new();
+        for group in groups {
+            match group {
+                TargetGroup::Arn(arn) => {
+                    arns.insert(group.clone(), arn.clone());
+                }
+                TargetGroup::Name(name) => {
+                    if !self.arns.contains_key(name) {
+                        match self.elb.target_group_arn(name).await {
+                            Ok(Some(arn)) => {
+                                self.arns.insert(name.clone(), arn);
+                            }
+                            Ok(None) => {}
+                            Err(error) => self.log_failure(group, &error),
+                        }
+                    }
+                    if let Some(arn) = self.arns.get(name) {
+                        arns.insert(group.clone(), arn.clone());
+                    }
+                }
+            }
+        }
+        arns
+    }
+
+    /// One `DescribeTargetHealth` per target group, `CONCURRENCY` at a time (and within the
+    /// client's token bucket).
+    async fn describe(
+        &mut self,
+        groups: BTreeMap<TargetGroup, std::collections::BTreeSet<TargetId>>,
+        arns: &HashMap<TargetGroup, String>,
+    ) -> HashMap<TargetGroup, Result<HashMap<TargetId, TargetHealth>, AwsError>> {
+        let elb = &self.elb;
+        let results: Vec<_> = stream::iter(groups.into_iter().filter_map(|(group, targets)| {
+            let arn = arns.get(&group)?.clone();
+            Some((group, arn, targets))
+        }))
+        .map(|(group, arn, targets)| async move {
+            let targets: Vec<TargetId> = targets.into_iter().collect();
+            let result = elb
+                .describe_target_health(&arn, &targets)
+                .await
+                .map(|found| found.into_iter().collect::<HashMap<_, _>>());
+            (group, result)
+        })
+        .buffer_unordered(CONCURRENCY)
+        .collect()
+        .await;
+        for (group, result) in &results {
+            match result {
+                Ok(_) => {
+                    if self.failing.remove(group) {
+                        info!(target_group = ?group, "target health readable again");
+                    }
+                }
+                Err(error) => self.log_failure(group, error),
+            }
+        }
+        results.into_iter().collect()
+    }
+
+    fn log_failure(&mut self, group: &TargetGroup, error: &AwsError) {
+        if self.failing.insert(group.clone()) {
+            warn!(target_group = ?group, %error, "cannot read target health; gates wait and retry every tick");
+        }
+    }
+
+    async fn patch(&self, gate: &PendingGate, condition: &PodCondition) -> Result<(), kube::Error> {
+        let api: Api<Pod> = Api::namespaced(self.client.clone(), &gate.namespace);
+        let body = health::status_patch(&gate.uid, condition);
+        match api
+            .patch_status(&gate.pod, &PatchParams::default(), &Patch::Strategic(&body))
+            .await
+        {
+            Ok(_) => Ok(()),
+            // Gone, or replaced by a pod of the same name (the UID precondition): nothing to do.
+            Err(kube::Error::Api(status)) if status.code == 404 || status.code == 409 => {
+                debug!(pod = %gate.pod, code = status.code, "pod gone; condition not written");
+                Ok(())
+            }
+            Err(error) => Err(error),
+        }
+    }
+
+    /// Events and metrics for a condition that was written.
+    async fn announce(
+        &self,
+        gate: &PendingGate,
+        observation: &Observation,
+        condition: &PodCondition,
+        now: &Time,
+    ) {
+        if condition.status != "True" {
+            return;
+        }
+        let seconds = gate
+            .created
+            .as_ref()
+            .map(|c| now.0.duration_since(c.0).as_secs_f64().max(0.0));
+        let (type_, reason, note) = match observation {
+            Observation::Health(h) if h.state == TargetState::Healthy => {
+                if let Some(s) = seconds {
+                    self.metrics.gate_ready.observe(s);
+                }
+                let after = seconds.map(|s| format!(" {s:.0}s after pod creation")).unwrap_or_default();
+                (EventType::Normal, "TargetHealthy", format!("{}: target healthy{after}", gate.gate))
+            }
+            Observation::TimedOut { .. } => (
+                EventType::Warning,
+                "GateTimeout",
+                format!("{}: {}", gate.gate, condition.message.clone().unwrap_or_default()),
+            ),
+            _ => return,
+        };
+        let event = Event {
+            type_,
+            reason: reason.into(),
+            note: Some(note),
+            action: "SetReadinessGate".into(),
+            secondary: None,
+        };
+        let reference = ObjectReference {
+            api_version: Some("v1".into()),
+            kind: Some("Pod".into()),
+            name: Some(gate.pod.clone()),
+            namespace: Some(gate.namespace.clone()),
+            uid: Some(gate.uid.clone()),
+            ..ObjectReference::default()
+        };
+        if let Err(error) = self.recorder.publish(&event, &reference).await {
+            warn!(pod = %gate.pod, %error, "could not record event");
+        }
+    }
+}
+
+/// What a pending gate's target says this tick; `None` leaves the gate as it is (no data
+/// this tick: not scheduled yet, or the ELB call failed and will be retried).
+fn observe(
+    gate: &PendingGate,
+    health: &HashMap<TargetGroup, Result<HashMap<TargetId, TargetHealth>, AwsError>>,
+) -> Option<Observation> {
+    match &gate.work {
+        Work::Settle(observation) => Some(observation.clone()),
+        Work::Wait => None,
+        Work::Describe { group, target } => match health.get(group)? {
+            Ok(found) => Some(
+                found
+                    .get(target)
+                    .cloned()
+                    .map_or(Observation::NotRegistered, Observation::Health),
+            ),
+            Err(AwsError::TargetGroupNotFound(message)) => {
+                Some(Observation::NoData(format!("target group not found: {message}")))
+            }
+            Err(_) => None,
+        },
+    }
+}
+
+fn now() -> Time {
+    Time(k8s_openapi::jiff::Timestamp::now())
+}
+
+/// Reflectors on Pods (only pods carrying a gracegate gate, stripped to what the watcher
+/// reads) and Nodes (only their providerID). The future drives them; every pod change
+/// wakes `wake`.
+pub fn watch_pods(
+    client: Client,
+    condition_prefix: String,
+    wake: Arc<Notify>,
+) -> (Store<Pod>, Store<Node>, impl Future<Output = ()> + Send + 'static) {
+    let (pods, pod_writer) = reflector::store();
+    let (nodes, node_writer) = reflector::store();
+    let drive = async move {
+        let pod_stream = watcher(Api::<Pod>::all(client.clone()), watcher::Config::default().any_semantic())
+            .default_backoff();
+        let nodes_stream = watcher(Api::<Node>::all(client), watcher::Config::default().any_semantic())
+            .default_backoff()
+            .modify(strip_node)
+            .reflect(node_writer)
+            .for_each(|event| {
+                if let Err(error) = event {
+                    warn!(%error, "node watch failed; retrying");
+                }
+                future::ready(())
+            });
+        future::join(
+            apply_gated_pods(pod_stream, pod_writer, condition_prefix, wake),
+            nodes_stream,
+        )
+        .await;
+    };
+    (pods, nodes, drive)
+}
+
+/// Keep only gated pods, stripped, in the store. Readiness gates are immutable, so a pod
+/// without one never gains one.
+pub async fn apply_gated_pods<S>(events: S, mut writer: Writer<Pod>, prefix: String, wake: Arc<Notify>)
+where
+    S: futures::Stream<Item = Result<watcher::Event<Pod>, watcher::Error>>,
+{
+    let gated = |pod: &Pod| {
+        pod.spec
+            .iter()
+            .flat_map(|s| s.readiness_gates.iter().flatten())
+            .any(|g| targets::parse_gate(&g.condition_type, &prefix).is_some())
+    };
+    let events = events.map_err(|error| {
+        warn!(%error, "pod watch failed; retrying");
+        error
+    });
+    futures::pin_mut!(events);
+    while let Some(event) = events.next().await {
+        let Ok(event) = event else { continue };
+        let event = match event {
+            watcher::Event::Apply(pod) if gated(&pod) => watcher::Event::Apply(strip_pod(pod)),
+            watcher::Event::InitApply(pod) if gated(&pod) => watcher::Event::InitApply(strip_pod(pod)),
+            watcher::Event::Delete(pod) => watcher::Event::Delete(pod),
+            watcher::Event::Apply(_) | watcher::Event::InitApply(_) => continue,
+            other => other,
+        };
+        writer.apply_watcher_event(&event);
+        wake.notify_one();
+    }
+}
+
+/// Everything a decision about a pod does not read goes before caching: at 10,000 pods the
+/// env, volumes, probes and managed fields are most of the memory.
+pub fn strip_pod(mut pod: Pod) -> Pod {
+    let meta = &mut pod.metadata;
+    meta.managed_fields = None;
+    meta.annotations = None;
+    meta.labels = None;
+    meta.owner_references = None;
+    meta.finalizers = None;
+    if let Some(spec) = pod.spec.as_mut() {
+        let keep_ports = |c: &mut Container| Container {
+            name: std::mem::take(&mut c.name),
+            ports: c.ports.take(),
+            restart_policy: c.restart_policy.take(),
+            ..Container::default()
+        };
+        spec.containers = spec.containers.iter_mut().map(keep_ports).collect();
+        spec.init_containers = spec
+            .init_containers
+            .take()
+            .map(|cs| cs.into_iter().map(|mut c| keep_ports(&mut c)).collect());
+        *spec = k8s_openapi::api::core::v1::PodSpec {
+            containers: std::mem::take(&mut spec.containers),
+            init_containers: spec.init_containers.take(),
+            node_name: spec.node_name.take(),
+            readiness_gates: spec.readiness_gates.take(),
+            termination_grace_period_seconds: spec.termination_grace_period_seconds,
+            ..Default::default()
+        };
+    }
+    if let Some(status) = pod.status.as_mut() {
+        *status = k8s_openapi::api::core::v1::PodStatus {
+            conditions: status.conditions.take(),
+            pod_ip: status.pod_ip.take(),
+            phase: status.phase.take(),
+            ..Default::default()
+        };
+    }
+    pod
+}
+
+fn strip_node(node: &mut Node) {
+    node.metadata.managed_fields = None;
+    node.metadata.annotations = None;
+    node.metadata.labels = None;
+    node.status = None;
+    if let Some(spec) = node.spec.as_mut() {
+        *spec = k8s_openapi::api::core::v1::NodeSpec {
+            provider_id: spec.provider_id.take(),
+            ..Default::default()
+        };
+    }
+}
