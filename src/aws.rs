@@ -232,7 +232,10 @@ impl Elb {
     }
 
     /// The target group's `deregistration_delay.timeout_seconds`.
-    pub async fn deregistration_delay(&self, target_group_arn: &str) -> Result<Option<u32>, AwsError> {
+    pub async fn deregistration_delay(
+        &self,
+        target_group_arn: &str,
+    ) -> Result<Option<u32>, AwsError> {
         self.bucket.acquire().await;
         let result = self
             .client
@@ -278,7 +281,8 @@ impl TokenBucket {
                 let mut state = self.state.lock().await;
                 let now = Instant::now();
                 let (tokens, last) = *state;
-                let tokens = (tokens + now.duration_since(last).as_secs_f64() * self.rate).min(self.burst);
+                let tokens =
+                    (tokens + now.duration_since(last).as_secs_f64() * self.rate).min(self.burst);
                 if tokens >= 1.0 {
                     *state = (tokens - 1.0, now);
                     return;
@@ -307,7 +311,10 @@ mod tests {
             bucket.acquire().await;
         }
         let elapsed = start.elapsed().as_secs_f64();
-        assert!((0.99..1.01).contains(&elapsed), "10 more at 10/s take 1 s, took {elapsed}");
+        assert!(
+            (0.99..1.01).contains(&elapsed),
+            "10 more at 10/s take 1 s, took {elapsed}"
+        );
     }
 
     #[tokio::test(start_paused = true)]
@@ -319,6 +326,9 @@ mod tests {
             bucket.acquire().await;
         }
         let elapsed = start.elapsed().as_secs_f64();
-        assert!((0.019..0.021).contains(&elapsed), "2 free, 2 at 100/s: {elapsed}");
+        assert!(
+            (0.019..0.021).contains(&elapsed),
+            "2 free, 2 at 100/s: {elapsed}"
+        );
     }
 }

@@ -119,14 +119,18 @@ pub fn parse_duration(s: &str) -> std::result::Result<std::time::Duration, Strin
     let s = s.trim();
     let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
     let (number, unit) = s.split_at(split);
-    let n: u64 = number.parse().map_err(|_| format!("expected a duration like 90s or 10m, got {s:?}"))?;
+    let n: u64 = number
+        .parse()
+        .map_err(|_| format!("expected a duration like 90s or 10m, got {s:?}"))?;
     let seconds = |k: u64| std::time::Duration::from_secs(n.saturating_mul(k));
     match unit {
         "" | "s" => Ok(seconds(1)),
         "m" => Ok(seconds(60)),
         "h" => Ok(seconds(3600)),
         "ms" => Ok(std::time::Duration::from_millis(n)),
-        _ => Err(format!("unknown duration unit {unit:?} in {s:?} (use ms, s, m or h)")),
+        _ => Err(format!(
+            "unknown duration unit {unit:?} in {s:?} (use ms, s, m or h)"
+        )),
     }
 }
 
@@ -385,11 +389,23 @@ mod tests {
     #[test]
     fn serve_takes_both_halves_flags() {
         let cli = Cli::try_parse_from([
-            "gracegate", "serve", "--tls-cert", "c", "--tls-key", "k", "--gate-timeout", "0",
-            "--aws-endpoint-url", "http://127.0.0.1:5000", "--condition-prefix", "example.com",
+            "gracegate",
+            "serve",
+            "--tls-cert",
+            "c",
+            "--tls-key",
+            "k",
+            "--gate-timeout",
+            "0",
+            "--aws-endpoint-url",
+            "http://127.0.0.1:5000",
+            "--condition-prefix",
+            "example.com",
         ])
         .unwrap();
-        let Command::Serve(args) = cli.command else { panic!("serve") };
+        let Command::Serve(args) = cli.command else {
+            panic!("serve")
+        };
         assert_eq!(args.watch.gate_timeout, std::time::Duration::ZERO);
         assert_eq!(args.watch.tick, std::time::Duration::from_secs(1));
         assert_eq!(args.webhook.inject.condition_prefix, "example.com");

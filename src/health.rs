@@ -113,7 +113,11 @@ impl Observation {
             Observation::Health(h) => Desired {
                 status: "False",
                 // An ELB state without a reason code (e.g. a bare `unavailable`) still says why.
-                reason: Some(h.reason.clone().unwrap_or_else(|| format!("Elb.{}", h.state.as_str()))),
+                reason: Some(
+                    h.reason
+                        .clone()
+                        .unwrap_or_else(|| format!("Elb.{}", h.state.as_str())),
+                ),
                 message: h.description.clone(),
             },
             Observation::NotRegistered => Desired {
@@ -207,25 +211,77 @@ mod tests {
     #[rstest]
     #[case::healthy(health("healthy", None, None), "True", None, None)]
     #[case::initial(
-        health("initial", Some("Elb.InitialHealthChecking"), Some("Initial health checks in progress")),
-        "False", Some("Elb.InitialHealthChecking"), Some("Initial health checks in progress"))]
+        health(
+            "initial",
+            Some("Elb.InitialHealthChecking"),
+            Some("Initial health checks in progress")
+        ),
+        "False",
+        Some("Elb.InitialHealthChecking"),
+        Some("Initial health checks in progress")
+    )]
     #[case::registering(
-        health("initial", Some("Elb.RegistrationInProgress"), Some("Target registration is in progress")),
-        "False", Some("Elb.RegistrationInProgress"), Some("Target registration is in progress"))]
+        health(
+            "initial",
+            Some("Elb.RegistrationInProgress"),
+            Some("Target registration is in progress")
+        ),
+        "False",
+        Some("Elb.RegistrationInProgress"),
+        Some("Target registration is in progress")
+    )]
     #[case::unhealthy(
-        health("unhealthy", Some("Target.ResponseCodeMismatch"), Some("Health checks failed with these codes: [502]")),
-        "False", Some("Target.ResponseCodeMismatch"), Some("Health checks failed with these codes: [502]"))]
+        health(
+            "unhealthy",
+            Some("Target.ResponseCodeMismatch"),
+            Some("Health checks failed with these codes: [502]")
+        ),
+        "False",
+        Some("Target.ResponseCodeMismatch"),
+        Some("Health checks failed with these codes: [502]")
+    )]
     #[case::draining(
-        health("draining", Some("Target.DeregistrationInProgress"), Some("Target deregistration is in progress")),
-        "False", Some("Target.DeregistrationInProgress"), Some("Target deregistration is in progress"))]
+        health(
+            "draining",
+            Some("Target.DeregistrationInProgress"),
+            Some("Target deregistration is in progress")
+        ),
+        "False",
+        Some("Target.DeregistrationInProgress"),
+        Some("Target deregistration is in progress")
+    )]
     #[case::not_registered(
-        health("unused", Some("Target.NotRegistered"), Some("Target is not registered to the target group")),
-        "False", Some("Elb.RegistrationInProgress"), Some("Target is not registered to the target group"))]
+        health(
+            "unused",
+            Some("Target.NotRegistered"),
+            Some("Target is not registered to the target group")
+        ),
+        "False",
+        Some("Elb.RegistrationInProgress"),
+        Some("Target is not registered to the target group")
+    )]
     #[case::not_in_use(
-        health("unused", Some("Target.NotInUse"), Some("Target group is not configured to receive traffic from the load balancer")),
-        "False", Some("Target.NotInUse"), Some("Target group is not configured to receive traffic from the load balancer"))]
-    #[case::unavailable_without_reason(health("unavailable", None, None), "False", Some("Elb.unavailable"), None)]
-    #[case::absent(Observation::NotRegistered, "False", Some("Elb.RegistrationInProgress"), Some("Target is not registered with the target group yet"))]
+        health(
+            "unused",
+            Some("Target.NotInUse"),
+            Some("Target group is not configured to receive traffic from the load balancer")
+        ),
+        "False",
+        Some("Target.NotInUse"),
+        Some("Target group is not configured to receive traffic from the load balancer")
+    )]
+    #[case::unavailable_without_reason(
+        health("unavailable", None, None),
+        "False",
+        Some("Elb.unavailable"),
+        None
+    )]
+    #[case::absent(
+        Observation::NotRegistered,
+        "False",
+        Some("Elb.RegistrationInProgress"),
+        Some("Target is not registered with the target group yet")
+    )]
     #[case::no_data(Observation::NoData("TargetGroupBinding has no target group ARN yet".into()), "Unknown", Some("NoTargetHealth"), Some("TargetGroupBinding has no target group ARN yet"))]
     #[case::binding_deleted(Observation::BindingDeleted("tgb".into()), "True", Some("TargetGroupBindingDeleted"), Some("TargetGroupBinding tgb no longer exists; gate released"))]
     #[case::timed_out(Observation::TimedOut { waited_seconds: 600 }, "True", Some("GateTimeout"), Some("no healthy report from the load balancer after 600s; gate released"))]
@@ -243,7 +299,12 @@ mod tests {
 
     const GATE: &str = "target-health.elbv2.k8s.aws/tgb";
 
-    fn condition(status: &str, reason: Option<&str>, message: Option<&str>, ltt: &str) -> PodCondition {
+    fn condition(
+        status: &str,
+        reason: Option<&str>,
+        message: Option<&str>,
+        ltt: &str,
+    ) -> PodCondition {
         PodCondition {
             type_: GATE.into(),
             status: status.into(),
@@ -261,8 +322,11 @@ mod tests {
     // First write: the transition is now.
     #[case::first(None, health("initial", Some("Elb.InitialHealthChecking"), Some("m")), Some(("False", NOW)))]
     // Same status, reason and message: nothing to write.
-    #[case::unchanged(Some(condition("False", Some("Elb.InitialHealthChecking"), Some("m"), T0)),
-        health("initial", Some("Elb.InitialHealthChecking"), Some("m")), None)]
+    #[case::unchanged(
+        Some(condition("False", Some("Elb.InitialHealthChecking"), Some("m"), T0)),
+        health("initial", Some("Elb.InitialHealthChecking"), Some("m")),
+        None
+    )]
     // Reason changes, status does not: written, but lastTransitionTime stays.
     #[case::reason_changes(Some(condition("False", Some("Elb.RegistrationInProgress"), Some("m"), T0)),
         health("initial", Some("Elb.InitialHealthChecking"), Some("m")), Some(("False", T0)))]
@@ -273,10 +337,16 @@ mod tests {
     #[case::unknown_to_false(Some(condition("Unknown", Some("NoTargetHealth"), Some("x"), T0)),
         Observation::NotRegistered, Some(("False", NOW)))]
     // True is sticky: a later unhealthy or draining report never sets it back.
-    #[case::sticky_true_unhealthy(Some(condition("True", None, None, T0)),
-        health("unhealthy", Some("Target.Timeout"), Some("m")), None)]
-    #[case::sticky_true_draining(Some(condition("True", None, None, T0)),
-        health("draining", Some("Target.DeregistrationInProgress"), None), None)]
+    #[case::sticky_true_unhealthy(
+        Some(condition("True", None, None, T0)),
+        health("unhealthy", Some("Target.Timeout"), Some("m")),
+        None
+    )]
+    #[case::sticky_true_draining(
+        Some(condition("True", None, None, T0)),
+        health("draining", Some("Target.DeregistrationInProgress"), None),
+        None
+    )]
     #[case::sticky_true_no_data(Some(condition("True", None, None, T0)), Observation::NoData("x".into()), None)]
     #[case::timeout(Some(condition("False", Some("Elb.InitialHealthChecking"), Some("m"), T0)),
         Observation::TimedOut { waited_seconds: 600 }, Some(("True", NOW)))]
@@ -315,7 +385,16 @@ mod tests {
 
     #[test]
     fn states_round_trip() {
-        for s in ["initial", "healthy", "unhealthy", "unhealthy.draining", "unused", "draining", "unavailable", "new-state"] {
+        for s in [
+            "initial",
+            "healthy",
+            "unhealthy",
+            "unhealthy.draining",
+            "unused",
+            "draining",
+            "unavailable",
+            "new-state",
+        ] {
             assert_eq!(TargetState::from_wire(s).as_str(), s);
         }
     }

@@ -102,7 +102,12 @@ async fn lead(
         burst: watch.aws_burst,
         ..ElbOptions::default()
     };
-    let sdk = aws::sdk_config(watch.aws_region.clone(), watch.aws_endpoint_url.clone(), &options).await;
+    let sdk = aws::sdk_config(
+        watch.aws_region.clone(),
+        watch.aws_endpoint_url.clone(),
+        &options,
+    )
+    .await;
     let elb = Elb::new(&sdk, &options, context.metrics.clone());
     let settings = WatcherSettings {
         gates: GateSettings {
@@ -130,7 +135,12 @@ async fn lead(
         match (leading, running.take()) {
             (true, None) => {
                 info!(%identity, lease = %lease.lease_name, "holding the lease: watching target health");
-                let task = watch_targets(client.clone(), context.clone(), elb.clone(), settings.clone());
+                let task = watch_targets(
+                    client.clone(),
+                    context.clone(),
+                    elb.clone(),
+                    settings.clone(),
+                );
                 running = Some(tokio::spawn(task));
             }
             (false, Some(task)) => {
@@ -153,8 +163,11 @@ async fn lead(
 async fn watch_targets(client: Client, context: Context, elb: Elb, settings: WatcherSettings) {
     context.health.pods_syncing.store(true, Ordering::Release);
     let wake = Arc::new(Notify::new());
-    let (pods, nodes, drive) =
-        watcher::watch_pods(client.clone(), settings.gates.condition_prefix.clone(), wake.clone());
+    let (pods, nodes, drive) = watcher::watch_pods(
+        client.clone(),
+        settings.gates.condition_prefix.clone(),
+        wake.clone(),
+    );
     let work = async {
         context.cluster.wait_until_synced().await;
         let synced = futures::future::join(pods.wait_until_ready(), nodes.wait_until_ready()).await;
@@ -163,9 +176,18 @@ async fn watch_targets(client: Client, context: Context, elb: Elb, settings: Wat
         }
         context.health.pods_syncing.store(false, Ordering::Release);
         info!(pods = pods.len(), "pod cache synced");
-        Watcher::new(client, elb, context.metrics.clone(), context.cluster.clone(), pods, nodes, wake, settings)
-            .run()
-            .await;
+        Watcher::new(
+            client,
+            elb,
+            context.metrics.clone(),
+            context.cluster.clone(),
+            pods,
+            nodes,
+            wake,
+            settings,
+        )
+        .run()
+        .await;
     };
     tokio::select! {
         _ = drive => {}

@@ -48,7 +48,10 @@ pub fn parse_gate<'a>(condition_type: &'a str, prefix: &str) -> Option<Gate<'a>>
 }
 
 /// The binding a gate stands for, in the pod's namespace.
-pub fn resolve<'o>(gate: &Gate<'_>, objects: &'o NamespaceObjects) -> Option<&'o TargetGroupBinding> {
+pub fn resolve<'o>(
+    gate: &Gate<'_>,
+    objects: &'o NamespaceObjects,
+) -> Option<&'o TargetGroupBinding> {
     match gate {
         Gate::Binding(name) => objects
             .bindings
@@ -75,8 +78,10 @@ pub fn resolve<'o>(gate: &Gate<'_>, objects: &'o NamespaceObjects) -> Option<&'o
                 b.name == *service
                     && b.port.as_ref().is_some_and(|p| match (&p.number, &p.name) {
                         (Some(n), _) => *n == wanted,
-                        (None, Some(name)) => binding::service_port(svc, &IntOrString::String(name.clone()))
-                            .is_some_and(|sp| sp.port == wanted),
+                        (None, Some(name)) => {
+                            binding::service_port(svc, &IntOrString::String(name.clone()))
+                                .is_some_and(|sp| sp.port == wanted)
+                        }
                         _ => false,
                     })
             });
@@ -122,12 +127,13 @@ pub fn target(
 ) -> Result<TargetId, NoTarget> {
     let binding_name = binding.metadata.name.as_deref().unwrap_or_default();
     let service_name = service.metadata.name.as_deref().unwrap_or_default();
-    let service_port = binding::service_port(service, &binding.spec.service_ref.port).ok_or_else(|| {
-        NoTarget::Unresolvable(format!(
-            "Service {service_name} has no port {:?} (TargetGroupBinding {binding_name})",
-            binding.spec.service_ref.port
-        ))
-    })?;
+    let service_port =
+        binding::service_port(service, &binding.spec.service_ref.port).ok_or_else(|| {
+            NoTarget::Unresolvable(format!(
+                "Service {service_name} has no port {:?} (TargetGroupBinding {binding_name})",
+                binding.spec.service_ref.port
+            ))
+        })?;
     match binding.target_type() {
         Some(TargetType::Ip) => {
             let ip = pod
@@ -145,7 +151,10 @@ pub fn target(
                     ))
                 })?,
             };
-            Ok(TargetId { id: ip.to_string(), port })
+            Ok(TargetId {
+                id: ip.to_string(),
+                port,
+            })
         }
         Some(TargetType::Instance) if binding::is_traffic_policy_local(service) => {
             let node_name = pod
@@ -160,12 +169,17 @@ pub fn target(
                 .and_then(|s| s.provider_id.as_deref())
                 .and_then(instance_id)
                 .ok_or_else(|| {
-                    NoTarget::Unresolvable(format!("node {node_name} has no EC2 instance providerID"))
+                    NoTarget::Unresolvable(format!(
+                        "node {node_name} has no EC2 instance providerID"
+                    ))
                 })?;
             let port = service_port.node_port.ok_or_else(|| {
                 NoTarget::Unresolvable(format!("Service {service_name} has no nodePort"))
             })?;
-            Ok(TargetId { id: instance.to_string(), port })
+            Ok(TargetId {
+                id: instance.to_string(),
+                port,
+            })
         }
         Some(TargetType::Instance) => Err(NoTarget::Unresolvable(format!(
             "instance targets behind Service {service_name} with externalTrafficPolicy Cluster do not speak for one pod"
@@ -202,7 +216,10 @@ pub enum TargetGroup {
 
 impl TargetGroup {
     pub fn of(binding: &TargetGroupBinding) -> Option<TargetGroup> {
-        match (&binding.spec.target_group_arn, &binding.spec.target_group_name) {
+        match (
+            &binding.spec.target_group_arn,
+            &binding.spec.target_group_name,
+        ) {
             (Some(arn), _) if !arn.is_empty() => Some(TargetGroup::Arn(arn.clone())),
             (_, Some(name)) if !name.is_empty() => Some(TargetGroup::Name(name.clone())),
             _ => None,
@@ -226,7 +243,10 @@ pub struct PendingGate {
 #[derive(Clone, Debug, PartialEq)]
 pub enum Work {
     /// Ask the ELB about this target.
-    Describe { group: TargetGroup, target: TargetId },
+    Describe {
+        group: TargetGroup,
+        target: TargetId,
+    },
     /// Decided without the ELB.
     Settle(Observation),
     /// Nothing to do until the pod changes (no IP, not scheduled).
@@ -255,7 +275,9 @@ pub fn pending_gates(
         if pod.metadata.deletion_timestamp.is_some() {
             continue;
         }
-        let Some(spec) = pod.spec.as_ref() else { continue };
+        let Some(spec) = pod.spec.as_ref() else {
+            continue;
+        };
         let conditions = pod.status.as_ref().and_then(|s| s.conditions.as_ref());
         for gate in spec.readiness_gates.iter().flatten() {
             let Some(parsed) = parse_gate(&gate.condition_type, &settings.condition_prefix) else {
@@ -300,7 +322,11 @@ fn work_for(
     let Some(binding) = resolve(gate, objects) else {
         let what = match gate {
             Gate::Binding(name) => name.to_string(),
-            Gate::Legacy { ingress, service, port } => {
+            Gate::Legacy {
+                ingress,
+                service,
+                port,
+            } => {
                 format!("for Ingress {ingress} → Service {service} port {port}")
             }
         };
@@ -333,7 +359,10 @@ pub fn group_by_target_group<'a>(
     let mut groups: BTreeMap<TargetGroup, BTreeSet<TargetId>> = BTreeMap::new();
     for g in gates {
         if let Work::Describe { group, target } = &g.work {
-            groups.entry(group.clone()).or_default().insert(target.clone());
+            groups
+                .entry(group.clone())
+                .or_default()
+                .insert(target.clone());
         }
     }
     groups
@@ -385,7 +414,10 @@ mod tests {
     }
 
     fn settings() -> GateSettings {
-        GateSettings { condition_prefix: PREFIX.into(), gate_timeout: Some(std::time::Duration::from_secs(600)) }
+        GateSettings {
+            condition_prefix: PREFIX.into(),
+            gate_timeout: Some(std::time::Duration::from_secs(600)),
+        }
     }
 
     fn no_node(_: &str) -> Option<Arc<Node>> {
@@ -435,9 +467,15 @@ mod tests {
         );
     }
 
-    fn target_of(pod: &Pod, objects: &NamespaceObjects, node: Option<Node>) -> Result<TargetId, NoTarget> {
+    fn target_of(
+        pod: &Pod,
+        objects: &NamespaceObjects,
+        node: Option<Node>,
+    ) -> Result<TargetId, NoTarget> {
         let node = node.map(Arc::new);
-        target(pod, &objects.bindings[0], &objects.services[0], |_| node.clone())
+        target(pod, &objects.bindings[0], &objects.services[0], |_| {
+            node.clone()
+        })
     }
 
     fn with_target_port(port: IntOrString) -> NamespaceObjects {
@@ -459,9 +497,19 @@ mod tests {
         Arc::make_mut(&mut o.bindings[0]).spec.service_ref.port = IntOrString::Int(443);
     }), Err(()))]
     fn ip_target_port(#[case] objects: NamespaceObjects, #[case] expected: Result<i32, ()>) {
-        let got = target_of(&pod("p", Some("10.0.0.7"), &[GATE], json!([])), &objects, None);
+        let got = target_of(
+            &pod("p", Some("10.0.0.7"), &[GATE], json!([])),
+            &objects,
+            None,
+        );
         match expected {
-            Ok(port) => assert_eq!(got, Ok(TargetId { id: "10.0.0.7".into(), port })),
+            Ok(port) => assert_eq!(
+                got,
+                Ok(TargetId {
+                    id: "10.0.0.7".into(),
+                    port
+                })
+            ),
             Err(()) => assert!(matches!(got, Err(NoTarget::Unresolvable(_))), "{got:?}"),
         }
     }
@@ -475,12 +523,19 @@ mod tests {
     fn instance_objects(policy: &str) -> NamespaceObjects {
         objects(|o| {
             Arc::make_mut(&mut o.bindings[0]).spec.target_type = Some("instance".into());
-            Arc::make_mut(&mut o.services[0]).spec.as_mut().unwrap().external_traffic_policy = Some(policy.into());
+            Arc::make_mut(&mut o.services[0])
+                .spec
+                .as_mut()
+                .unwrap()
+                .external_traffic_policy = Some(policy.into());
         })
     }
 
     fn node(provider_id: &str) -> Node {
-        serde_json::from_value(json!({ "metadata": { "name": "n" }, "spec": { "providerID": provider_id } })).unwrap()
+        serde_json::from_value(
+            json!({ "metadata": { "name": "n" }, "spec": { "providerID": provider_id } }),
+        )
+        .unwrap()
     }
 
     #[test]
@@ -489,12 +544,22 @@ mod tests {
         let local = instance_objects("Local");
         assert_eq!(
             target_of(&p, &local, Some(node("aws:///ap-northeast-1a/i-0abc"))),
-            Ok(TargetId { id: "i-0abc".into(), port: 30296 })
+            Ok(TargetId {
+                id: "i-0abc".into(),
+                port: 30296
+            })
         );
         assert_eq!(target_of(&p, &local, None), Err(NoTarget::NotYet));
-        assert!(matches!(target_of(&p, &local, Some(node("kind://docker/n"))), Err(NoTarget::Unresolvable(_))));
         assert!(matches!(
-            target_of(&p, &instance_objects("Cluster"), Some(node("aws:///az/i-0abc"))),
+            target_of(&p, &local, Some(node("kind://docker/n"))),
+            Err(NoTarget::Unresolvable(_))
+        ));
+        assert!(matches!(
+            target_of(
+                &p,
+                &instance_objects("Cluster"),
+                Some(node("aws:///az/i-0abc"))
+            ),
             Err(NoTarget::Unresolvable(_))
         ));
     }
@@ -519,19 +584,30 @@ mod tests {
 
     #[test]
     fn pending_gate_describes_its_target() {
-        let works = work_of(pod("p", Some("10.0.0.7"), &[GATE], json!([])), &objects(|_| {}), SOON);
+        let works = work_of(
+            pod("p", Some("10.0.0.7"), &[GATE], json!([])),
+            &objects(|_| {}),
+            SOON,
+        );
         assert_eq!(
             works,
             vec![Work::Describe {
                 group: TargetGroup::Arn(ARN.into()),
-                target: TargetId { id: "10.0.0.7".into(), port: 8080 },
+                target: TargetId {
+                    id: "10.0.0.7".into(),
+                    port: 8080
+                },
             }]
         );
     }
 
     #[test]
     fn legacy_gate_describes_the_same_target_group() {
-        let works = work_of(pod("p", Some("10.0.0.7"), &[LEGACY, GATE], json!([])), &objects(|_| {}), SOON);
+        let works = work_of(
+            pod("p", Some("10.0.0.7"), &[LEGACY, GATE], json!([])),
+            &objects(|_| {}),
+            SOON,
+        );
         assert_eq!(works.len(), 2);
         assert_eq!(works[0], works[1]);
     }
@@ -542,11 +618,21 @@ mod tests {
     #[case::other_conditions_ignored(json!([{ "type": "Ready", "status": "True" }]), SOON, Some("describe"))]
     #[case::timed_out(json!([]), "2026-11-26T12:10:00Z", Some("timeout"))]
     #[case::just_before_timeout(json!([]), "2026-11-26T12:09:59Z", Some("describe"))]
-    fn pending_or_not(#[case] conditions: serde_json::Value, #[case] now: &str, #[case] expected: Option<&str>) {
-        let works = work_of(pod("p", Some("10.0.0.7"), &[GATE], conditions), &objects(|_| {}), now);
+    fn pending_or_not(
+        #[case] conditions: serde_json::Value,
+        #[case] now: &str,
+        #[case] expected: Option<&str>,
+    ) {
+        let works = work_of(
+            pod("p", Some("10.0.0.7"), &[GATE], conditions),
+            &objects(|_| {}),
+            now,
+        );
         let got = works.first().map(|w| match w {
             Work::Describe { .. } => "describe",
-            Work::Settle(Observation::TimedOut { waited_seconds: 600 }) => "timeout",
+            Work::Settle(Observation::TimedOut {
+                waited_seconds: 600,
+            }) => "timeout",
             other => panic!("{other:?}"),
         });
         assert_eq!(got, expected);
@@ -554,17 +640,38 @@ mod tests {
 
     #[test]
     fn timeout_zero_means_never() {
-        let settings = GateSettings { gate_timeout: None, ..settings() };
+        let settings = GateSettings {
+            gate_timeout: None,
+            ..settings()
+        };
         let p = Arc::new(pod("p", Some("10.0.0.7"), &[GATE], json!([])));
-        let gates = pending_gates(&[p], &objects(|_| {}), no_node, &settings, &time("2030-01-01T00:00:00Z"));
+        let gates = pending_gates(
+            &[p],
+            &objects(|_| {}),
+            no_node,
+            &settings,
+            &time("2030-01-01T00:00:00Z"),
+        );
         assert!(matches!(gates[0].work, Work::Describe { .. }));
     }
 
     #[test]
     fn deleted_binding_releases_the_gate() {
-        let works = work_of(pod("p", Some("10.0.0.7"), &[GATE], json!([])), &objects(|o| o.bindings.clear()), SOON);
-        assert_eq!(works, vec![Work::Settle(Observation::BindingDeleted("k8s-game2048-service2-6f5e3c2a1b".into()))]);
-        assert_eq!(Observation::BindingDeleted("x".into()).desired().status, "True");
+        let works = work_of(
+            pod("p", Some("10.0.0.7"), &[GATE], json!([])),
+            &objects(|o| o.bindings.clear()),
+            SOON,
+        );
+        assert_eq!(
+            works,
+            vec![Work::Settle(Observation::BindingDeleted(
+                "k8s-game2048-service2-6f5e3c2a1b".into()
+            ))]
+        );
+        assert_eq!(
+            Observation::BindingDeleted("x".into()).desired().status,
+            "True"
+        );
     }
 
     #[test]
@@ -572,7 +679,14 @@ mod tests {
         let mut p = pod("p", Some("10.0.0.7"), &[GATE], json!([]));
         p.metadata.deletion_timestamp = Some(time(SOON));
         assert!(work_of(p, &objects(|_| {}), SOON).is_empty());
-        assert!(work_of(pod("q", Some("10.0.0.8"), &["example.com/x"], json!([])), &objects(|_| {}), SOON).is_empty());
+        assert!(
+            work_of(
+                pod("q", Some("10.0.0.8"), &["example.com/x"], json!([])),
+                &objects(|_| {}),
+                SOON
+            )
+            .is_empty()
+        );
     }
 
     #[test]
@@ -583,7 +697,9 @@ mod tests {
             b.spec.target_group_name = Some("tg-name".into());
         });
         let works = work_of(pod("p", Some("10.0.0.7"), &[GATE], json!([])), &o, SOON);
-        assert!(matches!(&works[0], Work::Describe { group: TargetGroup::Name(n), .. } if n == "tg-name"));
+        assert!(
+            matches!(&works[0], Work::Describe { group: TargetGroup::Name(n), .. } if n == "tg-name")
+        );
     }
 
     #[test]
@@ -598,13 +714,22 @@ mod tests {
         let pods: Vec<Arc<Pod>> = (0..1000)
             .map(|i| {
                 let gate = format!("{PREFIX}/tgb-{}", i % 50);
-                Arc::new(pod(&format!("p{i}"), Some(&format!("10.0.{}.{}", i / 250, i % 250)), &[&gate], json!([])))
+                Arc::new(pod(
+                    &format!("p{i}"),
+                    Some(&format!("10.0.{}.{}", i / 250, i % 250)),
+                    &[&gate],
+                    json!([]),
+                ))
             })
             .collect();
         let pending = pending_gates(&pods, &o, no_node, &settings(), &time(SOON));
         assert_eq!(pending.len(), 1000);
         let groups = group_by_target_group(&pending);
-        assert_eq!(groups.len(), 50, "one DescribeTargetHealth per target group");
+        assert_eq!(
+            groups.len(),
+            50,
+            "one DescribeTargetHealth per target group"
+        );
         assert!(groups.values().all(|targets| targets.len() == 20));
     }
 }

@@ -146,10 +146,14 @@ impl Watcher {
 
         let mut updates = Vec::new();
         for gate in pending {
-            let Some(observation) = observe(&gate, &health) else { continue };
+            let Some(observation) = observe(&gate, &health) else {
+                continue;
+            };
             let key = (gate.uid.clone(), gate.gate.clone());
             let current = self.written.get(&key).or(gate.current.as_ref());
-            if let Some(condition) = health::update(&gate.gate, current, &observation.desired(), &now) {
+            if let Some(condition) =
+                health::update(&gate.gate, current, &observation.desired(), &now)
+            {
                 updates.push((gate, observation, condition));
             }
         }
@@ -167,9 +171,12 @@ impl Watcher {
                 Ok(()) => {
                     report.patches += 1;
                     self.announce(&gate, &observation, &condition, &now).await;
-                    self.written.insert((gate.uid.clone(), gate.gate.clone()), condition);
+                    self.written
+                        .insert((gate.uid.clone(), gate.gate.clone()), condition);
                 }
-                Err(error) => warn!(pod = %gate.pod, namespace = %gate.namespace, gate = %gate.gate, %error, "status patch failed; retrying next tick"),
+                Err(error) => {
+                    warn!(pod = %gate.pod, namespace = %gate.namespace, gate = %gate.gate, %error, "status patch failed; retrying next tick")
+                }
             }
         }
         report
@@ -314,13 +321,23 @@ impl Watcher {
                 if let Some(s) = seconds {
                     self.metrics.gate_ready.observe(s);
                 }
-                let after = seconds.map(|s| format!(" {s:.0}s after pod creation")).unwrap_or_default();
-                (EventType::Normal, "TargetHealthy", format!("{}: target healthy{after}", gate.gate))
+                let after = seconds
+                    .map(|s| format!(" {s:.0}s after pod creation"))
+                    .unwrap_or_default();
+                (
+                    EventType::Normal,
+                    "TargetHealthy",
+                    format!("{}: target healthy{after}", gate.gate),
+                )
             }
             Observation::TimedOut { .. } => (
                 EventType::Warning,
                 "GateTimeout",
-                format!("{}: {}", gate.gate, condition.message.clone().unwrap_or_default()),
+                format!(
+                    "{}: {}",
+                    gate.gate,
+                    condition.message.clone().unwrap_or_default()
+                ),
             ),
             _ => return,
         };
@@ -361,9 +378,9 @@ fn observe(
                     .cloned()
                     .map_or(Observation::NotRegistered, Observation::Health),
             ),
-            Err(AwsError::TargetGroupNotFound(message)) => {
-                Some(Observation::NoData(format!("target group not found: {message}")))
-            }
+            Err(AwsError::TargetGroupNotFound(message)) => Some(Observation::NoData(format!(
+                "target group not found: {message}"
+            ))),
             Err(_) => None,
         },
     }
@@ -380,22 +397,32 @@ pub fn watch_pods(
     client: Client,
     condition_prefix: String,
     wake: Arc<Notify>,
-) -> (Store<Pod>, Store<Node>, impl Future<Output = ()> + Send + 'static) {
+) -> (
+    Store<Pod>,
+    Store<Node>,
+    impl Future<Output = ()> + Send + 'static,
+) {
     let (pods, pod_writer) = reflector::store();
     let (nodes, node_writer) = reflector::store();
     let drive = async move {
-        let pod_stream = watcher(Api::<Pod>::all(client.clone()), watcher::Config::default().any_semantic())
-            .default_backoff();
-        let nodes_stream = watcher(Api::<Node>::all(client), watcher::Config::default().any_semantic())
-            .default_backoff()
-            .modify(strip_node)
-            .reflect(node_writer)
-            .for_each(|event| {
-                if let Err(error) = event {
-                    warn!(%error, "node watch failed; retrying");
-                }
-                future::ready(())
-            });
+        let pod_stream = watcher(
+            Api::<Pod>::all(client.clone()),
+            watcher::Config::default().any_semantic(),
+        )
+        .default_backoff();
+        let nodes_stream = watcher(
+            Api::<Node>::all(client),
+            watcher::Config::default().any_semantic(),
+        )
+        .default_backoff()
+        .modify(strip_node)
+        .reflect(node_writer)
+        .for_each(|event| {
+            if let Err(error) = event {
+                warn!(%error, "node watch failed; retrying");
+            }
+            future::ready(())
+        });
         future::join(
             apply_gated_pods(pod_stream, pod_writer, condition_prefix, wake),
             nodes_stream,
@@ -407,8 +434,12 @@ pub fn watch_pods(
 
 /// Keep only gated pods, stripped, in the store. Readiness gates are immutable, so a pod
 /// without one never gains one.
-pub async fn apply_gated_pods<S>(events: S, mut writer: Writer<Pod>, prefix: String, wake: Arc<Notify>)
-where
+pub async fn apply_gated_pods<S>(
+    events: S,
+    mut writer: Writer<Pod>,
+    prefix: String,
+    wake: Arc<Notify>,
+) where
     S: futures::Stream<Item = Result<watcher::Event<Pod>, watcher::Error>>,
 {
     let gated = |pod: &Pod| {
@@ -426,7 +457,9 @@ where
         let Ok(event) = event else { continue };
         let event = match event {
             watcher::Event::Apply(pod) if gated(&pod) => watcher::Event::Apply(strip_pod(pod)),
-            watcher::Event::InitApply(pod) if gated(&pod) => watcher::Event::InitApply(strip_pod(pod)),
+            watcher::Event::InitApply(pod) if gated(&pod) => {
+                watcher::Event::InitApply(strip_pod(pod))
+            }
             watcher::Event::Delete(pod) => watcher::Event::Delete(pod),
             watcher::Event::Apply(_) | watcher::Event::InitApply(_) => continue,
             other => other,

@@ -144,7 +144,10 @@ pub async fn prepare(args: &WebhookArgs, client: Option<Client>) -> Result<(Cont
                 ingresses = objects.ingresses.len(), "cluster objects read from files"
             );
             // No API server to ask: a cluster new enough for the native sleep is assumed.
-            (Cluster::from_objects(objects), args.inject.prestop_mode.resolve(None))
+            (
+                Cluster::from_objects(objects),
+                args.inject.prestop_mode.resolve(None),
+            )
         }
         (None, Some(client)) => {
             let version = match args.inject.prestop_mode {

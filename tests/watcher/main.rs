@@ -1,0 +1,9 @@
+//! The watcher shell: its Kubernetes I/O against kube-rs's tower-test mock (every request
+//! asserted), its ELB I/O against the scriptable fake ELBv2 through the real SDK, and the real
+//! loop end to end.
+
+mod end_to_end;
+#[path = "../support/fake_elb.rs"]
+mod fake_elb;
+mod harness;
+mod kube_io;
