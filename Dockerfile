@@ -12,4 +12,4 @@ COPY --from=builder /src/target/release/gracegate /usr/local/bin/gracegate
 USER 65532:65532
 EXPOSE 8443 8080
 ENTRYPOINT ["/usr/local/bin/gracegate"]
-CMD ["webhook"]
+CMD ["serve"]
