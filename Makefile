@@ -4,6 +4,8 @@ CARGO   ?= cargo
 CERTS   ?= certs
 LISTEN  ?= 127.0.0.1:8443
 ADMIN   ?= 127.0.0.1:8080
+VENV    ?= .venv
+MOTO_VERSION ?= 5.2.5
 
 .PHONY: run test certs build release bench lint fmt clean review
 
@@ -15,9 +17,14 @@ run: $(CERTS)/tls.crt
 	  --objects examples/objects --shutdown-delay-seconds 0
 
 ## test: install what the tests need, then run every test (unit, integration, doc, benches once).
-test:
-	$(CARGO) test --all-targets --locked
+## The ELBv2 conformance test runs against moto (a Python ELBv2 emulator) from $(VENV).
+test: $(VENV)/bin/moto_server
+	MOTO_SERVER=$(abspath $(VENV))/bin/moto_server $(CARGO) test --all-targets --locked
 	$(CARGO) test --doc --locked
+
+$(VENV)/bin/moto_server:
+	python3 -m venv $(VENV)
+	$(VENV)/bin/pip install --quiet --disable-pip-version-check 'moto[server]==$(MOTO_VERSION)' boto3
 
 ## certs: a CA and a serving certificate in $(CERTS)/ (see certs/README.md).
 certs $(CERTS)/tls.crt:

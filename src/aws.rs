@@ -1,5 +1,6 @@
 //! The ELBv2 shell: the three Describe calls gracegate makes, behind a client-side token
-//! bucket, with the SDK's adaptive retry, and every call counted by outcome.
+//! bucket, with the SDK's standard retry (backoff with jitter), and every call counted by
+//! outcome.
 //!
 //! The SDK runs on an `aws-smithy-http-client` with rustls and ring (no hyper 0.14, no
 //! aws-lc), and takes credentials from its default chain, so IRSA and EKS Pod Identity work.
@@ -11,6 +12,7 @@ use aws_config::retry::RetryConfig;
 use aws_config::timeout::TimeoutConfig;
 use aws_config::{BehaviorVersion, Region, SdkConfig};
 use aws_sdk_elasticloadbalancingv2::Client;
+use aws_sdk_elasticloadbalancingv2::config::retry::RetryPartition;
 use aws_sdk_elasticloadbalancingv2::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_elasticloadbalancingv2::types::TargetDescription;
 use aws_smithy_http_client::tls::{Provider, rustls_provider::CryptoMode};
@@ -83,6 +85,8 @@ pub struct ElbOptions {
     pub burst: u32,
     pub max_attempts: u32,
     pub initial_backoff: Duration,
+    /// Longest wait before a retry.
+    pub max_backoff: Duration,
     pub attempt_timeout: Duration,
     pub operation_timeout: Duration,
 }
@@ -94,6 +98,7 @@ impl Default for ElbOptions {
             burst: 40,
             max_attempts: 3,
             initial_backoff: Duration::from_millis(200),
+            max_backoff: Duration::from_secs(2),
             attempt_timeout: Duration::from_secs(5),
             operation_timeout: Duration::from_secs(15),
         }
@@ -128,10 +133,14 @@ pub async fn sdk_config(
 }
 
 fn retry_config(options: &ElbOptions) -> RetryConfig {
-    // Adaptive: on throttling the SDK also slows its own send rate, not only retries.
-    RetryConfig::adaptive()
+    // Standard mode: exponential backoff with jitter, and the SDK's retry quota. Not adaptive:
+    // its client-side limiter drops a quiet client (a watcher makes a few calls a second) to
+    // 0.5 calls/s after one throttle and recovers slowly; measured here, two throttles held a
+    // gate back 34 s. gracegate paces itself with its own token bucket instead.
+    RetryConfig::standard()
         .with_max_attempts(options.max_attempts)
         .with_initial_backoff(options.initial_backoff)
+        .with_max_backoff(options.max_backoff)
 }
 
 fn timeout_config(options: &ElbOptions) -> TimeoutConfig {
@@ -151,7 +160,13 @@ pub struct Elb {
 
 impl Elb {
     pub fn new(config: &SdkConfig, options: &ElbOptions, metrics: Arc<Metrics>) -> Elb {
+        // The SDK shares its retry quota between every client of a partition in the process.
+        // Each Elb gets its own, so one client's failures never use up another's retries (a
+        // process normally has one client; tests have many).
+        static PARTITIONS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let n = PARTITIONS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let sdk = aws_sdk_elasticloadbalancingv2::config::Builder::from(config)
+            .retry_partition(RetryPartition::new(format!("gracegate-elbv2-{n}")))
             .retry_config(retry_config(options))
             .timeout_config(timeout_config(options))
             .build();

@@ -14,6 +14,7 @@ pub mod binding;
 pub mod certs;
 pub mod cli;
 pub mod cluster;
+pub mod drain;
 pub mod health;
 pub mod inject;
 pub mod metrics;

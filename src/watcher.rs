@@ -30,6 +30,7 @@ use tracing::{debug, info, warn};
 
 use crate::aws::{AwsError, Elb, TargetId};
 use crate::cluster::Cluster;
+use crate::drain::{self, Departure, Step};
 use crate::health::{self, Observation, TargetHealth, TargetState};
 use crate::metrics::Metrics;
 use crate::targets::{self, GateSettings, PendingGate, TargetGroup, Work};
@@ -48,6 +49,8 @@ pub struct WatcherSettings {
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct TickReport {
     pub pending: usize,
+    /// Terminating pods' targets still followed until the ELB drops them.
+    pub departing: usize,
     pub describe_calls: usize,
     pub patches: usize,
 }
@@ -69,6 +72,11 @@ pub struct Watcher {
     written: HashMap<(String, String), PodCondition>,
     /// Target groups whose last Describe failed: their outage is logged once, not every tick.
     failing: HashSet<TargetGroup>,
+    /// Terminating pods' targets, followed until deregistered (even after the pod is gone).
+    departures: HashMap<(String, TargetGroup, TargetId), Departure>,
+    /// Departures already concluded, while their pod is still in the store (sleeping out its
+    /// preStop): not followed again.
+    departed: HashSet<(String, TargetGroup, TargetId)>,
 }
 
 impl Watcher {
@@ -100,6 +108,8 @@ impl Watcher {
             arns: HashMap::new(),
             written: HashMap::new(),
             failing: HashSet::new(),
+            departures: HashMap::new(),
+            departed: HashSet::new(),
         }
     }
 
@@ -122,27 +132,42 @@ impl Watcher {
             last = Some(Instant::now());
             let report = self.tick(now()).await;
             debug!(?report, "tick");
-            pending = report.pending > 0;
+            pending = report.pending > 0 || report.departing > 0;
         }
     }
 
-    /// One pass: gather pending gates, describe their target groups, write what changed.
+    /// One pass: gather pending gates and departing targets, describe their target groups,
+    /// write what changed.
     pub async fn tick(&mut self, now: Time) -> TickReport {
-        let pending = self.pending(&now);
+        let (pending, departing) = self.scan(&now);
+        for d in departing {
+            let key = (d.uid.clone(), d.group.clone(), d.target.clone());
+            if !self.departed.contains(&key) {
+                self.departures.entry(key).or_insert(d);
+            }
+        }
         self.metrics.gates_pending.set(pending.len() as i64);
         let mut report = TickReport {
             pending: pending.len(),
+            departing: self.departures.len(),
             ..TickReport::default()
         };
         self.forget_gone_pods();
-        if pending.is_empty() {
+        if pending.is_empty() && self.departures.is_empty() {
             return report;
         }
 
-        let groups = targets::group_by_target_group(&pending);
+        let mut groups = targets::group_by_target_group(&pending);
+        for d in self.departures.values() {
+            groups
+                .entry(d.group.clone())
+                .or_default()
+                .insert(d.target.clone());
+        }
         let arns = self.resolve_names(groups.keys()).await;
         report.describe_calls = groups.keys().filter(|g| arns.contains_key(*g)).count();
         let health = self.describe(groups, &arns).await;
+        self.follow_departures(&health, &now).await;
 
         let mut updates = Vec::new();
         for gate in pending {
@@ -182,34 +207,89 @@ impl Watcher {
         report
     }
 
-    fn pending(&self, now: &Time) -> Vec<PendingGate> {
+    /// Pending gates of live pods, and departures of terminating ones, namespace by namespace
+    /// (each namespace's objects are gathered once).
+    fn scan(&self, now: &Time) -> (Vec<PendingGate>, Vec<Departure>) {
         let mut by_namespace: BTreeMap<String, Vec<Arc<Pod>>> = BTreeMap::new();
         for pod in self.pods.state() {
             let ns = pod.metadata.namespace.clone().unwrap_or_default();
             by_namespace.entry(ns).or_default().push(pod);
         }
-        let nodes = &self.nodes;
-        by_namespace
-            .into_iter()
-            .flat_map(|(ns, pods)| {
-                let objects = self.cluster.objects(&ns);
-                targets::pending_gates(
-                    &pods,
-                    &objects,
-                    |name| nodes.get(&reflector::ObjectRef::new(name)),
-                    &self.settings.gates,
-                    now,
-                )
-            })
-            .collect()
+        let node = |name: &str| self.nodes.get(&reflector::ObjectRef::new(name));
+        let prefix = &self.settings.gates.condition_prefix;
+        let (mut pending, mut departing) = (Vec::new(), Vec::new());
+        for (ns, pods) in by_namespace {
+            let objects = self.cluster.objects(&ns);
+            pending.extend(targets::pending_gates(
+                &pods,
+                &objects,
+                node,
+                &self.settings.gates,
+                now,
+            ));
+            if pods.iter().any(|p| p.metadata.deletion_timestamp.is_some()) {
+                departing.extend(drain::departures(&pods, &objects, node, prefix));
+            }
+        }
+        (pending, departing)
+    }
+
+    /// Advance every departure whose target group answered this tick.
+    async fn follow_departures(
+        &mut self,
+        health: &HashMap<TargetGroup, Result<HashMap<TargetId, TargetHealth>, AwsError>>,
+        now: &Time,
+    ) {
+        let mut done = Vec::new();
+        let mut late = Vec::new();
+        for (key, d) in self.departures.iter_mut() {
+            let Some(Ok(found)) = health.get(&d.group) else {
+                continue;
+            };
+            match drain::observe(d, found.get(&d.target), now.0) {
+                Step::Continue => {}
+                Step::StillHealthyAfterPrestop { late_seconds } => {
+                    late.push((d.clone(), late_seconds))
+                }
+                Step::Deregistered { seconds } => {
+                    self.metrics.deregistration.observe(seconds);
+                    debug!(pod = %d.pod, target = %d.target, seconds, "target deregistered");
+                    done.push(key.clone());
+                }
+                Step::GiveUp => done.push(key.clone()),
+            }
+        }
+        for key in done {
+            self.departures.remove(&key);
+            self.departed.insert(key);
+        }
+        for (d, late_seconds) in late {
+            self.metrics.terminated_before_deregistered.inc();
+            warn!(pod = %d.pod, namespace = %d.namespace, target = %d.target, late_seconds, "preStop sleep ended while the load balancer still sent traffic");
+            let note = format!(
+                "preStop sleep ended while target {} was still healthy in the load balancer: \
+                 requests may fail; raise gracegate.io/prestop-seconds or lower the deregistration delay",
+                d.target
+            );
+            self.event(
+                &d.namespace,
+                &d.pod,
+                &d.uid,
+                EventType::Warning,
+                "TerminatedBeforeDeregistered",
+                note,
+            )
+            .await;
+        }
     }
 
     fn forget_gone_pods(&mut self) {
-        if self.written.is_empty() {
+        if self.written.is_empty() && self.departed.is_empty() {
             return;
         }
         let live: HashSet<String> = self.pods.state().iter().filter_map(|p| p.uid()).collect();
         self.written.retain(|(uid, _), _| live.contains(uid));
+        self.departed.retain(|(uid, _, _)| live.contains(uid));
     }
 
     /// ARNs for every group; names are looked up once and cached.
@@ -341,23 +421,36 @@ impl Watcher {
             ),
             _ => return,
         };
+        self.event(&gate.namespace, &gate.pod, &gate.uid, type_, reason, note)
+            .await;
+    }
+
+    async fn event(
+        &self,
+        namespace: &str,
+        pod: &str,
+        uid: &str,
+        type_: EventType,
+        reason: &str,
+        note: String,
+    ) {
         let event = Event {
             type_,
             reason: reason.into(),
             note: Some(note),
-            action: "SetReadinessGate".into(),
+            action: "ObserveTargetHealth".into(),
             secondary: None,
         };
         let reference = ObjectReference {
             api_version: Some("v1".into()),
             kind: Some("Pod".into()),
-            name: Some(gate.pod.clone()),
-            namespace: Some(gate.namespace.clone()),
-            uid: Some(gate.uid.clone()),
+            name: Some(pod.into()),
+            namespace: Some(namespace.into()),
+            uid: Some(uid.into()),
             ..ObjectReference::default()
         };
         if let Err(error) = self.recorder.publish(&event, &reference).await {
-            warn!(pod = %gate.pod, %error, "could not record event");
+            warn!(%pod, %error, "could not record event");
         }
     }
 }
@@ -479,10 +572,18 @@ pub fn strip_pod(mut pod: Pod) -> Pod {
     meta.owner_references = None;
     meta.finalizers = None;
     if let Some(spec) = pod.spec.as_mut() {
+        // Ports resolve named target ports; the preStop sizes the termination check.
         let keep_ports = |c: &mut Container| Container {
             name: std::mem::take(&mut c.name),
             ports: c.ports.take(),
             restart_policy: c.restart_policy.take(),
+            lifecycle: c
+                .lifecycle
+                .take()
+                .map(|l| k8s_openapi::api::core::v1::Lifecycle {
+                    pre_stop: l.pre_stop,
+                    ..Default::default()
+                }),
             ..Container::default()
         };
         spec.containers = spec.containers.iter_mut().map(keep_ports).collect();

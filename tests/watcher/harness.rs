@@ -91,6 +91,7 @@ pub fn elb_options() -> ElbOptions {
         burst: 1000,
         max_attempts: 2,
         initial_backoff: Duration::from_millis(10),
+        max_backoff: Duration::from_millis(100),
         attempt_timeout: Duration::from_millis(500),
         operation_timeout: Duration::from_secs(2),
     }

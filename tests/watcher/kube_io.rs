@@ -297,6 +297,7 @@ async fn throttling_is_retried_and_counted() {
         "{}",
         s.metrics.encode()
     );
+    // The next tick reads the target and writes the gate.
     s.watcher.tick(now()).await;
     assert_eq!(s.api.patches().len(), 1);
 }
@@ -328,4 +329,128 @@ async fn thousand_pending_pods_over_fifty_target_groups_cost_fifty_calls() {
     }
     assert_eq!(s.api.patches().len(), 1000);
     assert!(s.metrics.encode().contains("gracegate_gates_pending 1000"));
+}
+
+/// A pod deleted `ago` with a 70 s grace period and a 40 s preStop sleep.
+fn terminating(name: &str, ago: Duration) -> k8s_openapi::api::core::v1::Pod {
+    let mut p = pod(
+        name,
+        "10.0.0.7",
+        GATE,
+        Duration::from_secs(3600),
+        json!([{ "type": GATE, "status": "True" }]),
+    );
+    let requested = k8s_openapi::jiff::Timestamp::now()
+        - k8s_openapi::jiff::SignedDuration::try_from(ago).unwrap();
+    p.metadata.deletion_timestamp = Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+        requested + k8s_openapi::jiff::SignedDuration::from_secs(70),
+    ));
+    p.metadata.deletion_grace_period_seconds = Some(70);
+    p.spec.as_mut().unwrap().containers[0].lifecycle =
+        Some(k8s_openapi::api::core::v1::Lifecycle {
+            pre_stop: Some(k8s_openapi::api::core::v1::LifecycleHandler {
+                sleep: Some(k8s_openapi::api::core::v1::SleepAction { seconds: 40 }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        });
+    p
+}
+
+#[tokio::test]
+async fn target_still_healthy_after_the_prestop_sleep_is_a_warning() {
+    let mut s = setup(
+        vec![terminating("old", Duration::from_secs(45))],
+        cluster(0, false),
+        None,
+    )
+    .await;
+    s.fake
+        .set_health(ARN, "10.0.0.7", 80, "healthy", None, None);
+    let report = s.watcher.tick(now()).await;
+    assert_eq!(
+        (report.pending, report.departing, report.describe_calls),
+        (0, 1, 1)
+    );
+    assert_eq!(
+        s.fake.requests()[0].targets(),
+        vec![("10.0.0.7".to_string(), Some(80))]
+    );
+    let events = s.api.events();
+    assert_eq!(events.len(), 1, "{:?}", s.api.seen());
+    assert_eq!(events[0].body["type"], "Warning");
+    assert_eq!(events[0].body["reason"], "TerminatedBeforeDeregistered");
+    assert!(
+        s.metrics
+            .encode()
+            .contains("gracegate_terminated_before_deregistered_total 1")
+    );
+    assert!(
+        s.api.patches().is_empty(),
+        "a terminating pod's gate is never written"
+    );
+
+    // Warned once; then draining, then gone: the deregistration time is measured.
+    s.watcher.tick(now()).await;
+    s.fake.set_health(
+        ARN,
+        "10.0.0.7",
+        80,
+        "draining",
+        Some("Target.DeregistrationInProgress"),
+        None,
+    );
+    s.watcher.tick(now()).await;
+    assert_eq!(s.api.events().len(), 1);
+    s.fake.deregister(ARN, "10.0.0.7", 80);
+    let report = s.watcher.tick(now()).await;
+    assert_eq!(report.departing, 1, "counted before this tick's answer");
+    assert!(
+        s.metrics
+            .encode()
+            .contains("gracegate_deregistration_seconds_count 1")
+    );
+    // Still in the store (sleeping out its grace period): not followed again.
+    let report = s.watcher.tick(now()).await;
+    assert_eq!((report.departing, report.describe_calls), (0, 0));
+    assert!(
+        s.metrics
+            .encode()
+            .contains("gracegate_deregistration_seconds_count 1")
+    );
+    let calls = s.fake.calls("DescribeTargetHealth");
+    s.pods
+        .writer
+        .apply_watcher_event(&kube::runtime::watcher::Event::Delete(terminating(
+            "old",
+            Duration::from_secs(45),
+        )));
+    let report = s.watcher.tick(now()).await;
+    assert_eq!((report.departing, report.describe_calls), (0, 0));
+    assert_eq!(s.fake.calls("DescribeTargetHealth"), calls);
+}
+
+#[tokio::test]
+async fn draining_in_time_is_quiet() {
+    let mut s = setup(
+        vec![terminating("old", Duration::from_secs(10))],
+        cluster(0, false),
+        None,
+    )
+    .await;
+    s.fake.set_health(
+        ARN,
+        "10.0.0.7",
+        80,
+        "draining",
+        Some("Target.DeregistrationInProgress"),
+        None,
+    );
+    s.watcher.tick(now()).await;
+    assert!(s.api.seen().is_empty());
+    assert!(
+        s.metrics
+            .encode()
+            .contains("gracegate_terminated_before_deregistered_total 0")
+    );
 }
