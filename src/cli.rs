@@ -105,9 +105,10 @@ pub struct LeaseArgs {
     #[arg(long, env = "GRACEGATE_LEASE_NAME", default_value = "gracegate")]
     pub lease_name: String,
 
-    /// Namespace of the Lease (the Deployment's own, via the downward API).
-    #[arg(long, env = "POD_NAMESPACE", default_value = "gracegate-system")]
-    pub lease_namespace: String,
+    /// Namespace of the Lease: the Deployment's own via the downward API; else the client's
+    /// default (the service account's namespace in a cluster, the kubeconfig context's outside).
+    #[arg(long, env = "POD_NAMESPACE")]
+    pub lease_namespace: Option<String>,
 
     /// This replica's identity in the Lease (its pod name, via the downward API).
     #[arg(long, env = "POD_NAME")]

@@ -28,10 +28,11 @@ pub mod webhook;
 /// odd input into warnings.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    #[error("kubernetes: {0}")]
+    // Sources are not repeated in the messages: error reports print the chain.
+    #[error("Kubernetes API")]
     Kube(#[from] kube::Error),
 
-    #[error("{path}: {source}")]
+    #[error("{path}")]
     Io {
         path: String,
         #[source]
@@ -44,7 +45,7 @@ pub enum Error {
     #[error("TLS: {0}")]
     Tls(String),
 
-    #[error("certificate generation: {0}")]
+    #[error("certificate generation")]
     Certificate(#[from] rcgen::Error),
 
     #[error("invalid setting: {0}")]

@@ -120,8 +120,12 @@ async fn lead(
         .identity
         .or_else(|| std::env::var("HOSTNAME").ok())
         .unwrap_or_else(|| "gracegate".into());
+    let namespace = lease
+        .lease_namespace
+        .clone()
+        .unwrap_or_else(|| client.default_namespace().to_string());
     let manager = LeaseManagerBuilder::new(client.clone(), &lease.lease_name)
-        .with_namespace(&lease.lease_namespace)
+        .with_namespace(&namespace)
         .with_identity(&identity)
         .with_duration(LEASE_SECONDS)
         .with_grace(LEASE_GRACE_SECONDS)
@@ -134,7 +138,7 @@ async fn lead(
         let leading = *leader.borrow_and_update();
         match (leading, running.take()) {
             (true, None) => {
-                info!(%identity, lease = %lease.lease_name, "holding the lease: watching target health");
+                info!(%identity, lease = %lease.lease_name, %namespace, "holding the lease: watching target health");
                 let task = watch_targets(
                     client.clone(),
                     context.clone(),
