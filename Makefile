@@ -42,9 +42,17 @@ build:
 release:
 	$(CARGO) build --release --locked
 
-## bench: criterion benchmarks of the pure admission path.
-bench:
-	$(CARGO) bench --bench inject
+## bench: every benchmark (see BENCHMARKS.md); installs the load generator oha first.
+BENCH_TOOLS ?= .bench-tools
+OHA_VERSION ?= 1.16.0
+bench: $(BENCH_TOOLS)/bin/oha
+	$(CARGO) bench --locked --bench inject
+	$(CARGO) bench --locked --bench watcher_memory
+	$(CARGO) bench --locked --bench watcher_latency
+	OHA=$(abspath $(BENCH_TOOLS))/bin/oha benches/webhook_load.sh
+
+$(BENCH_TOOLS)/bin/oha:
+	$(CARGO) install oha --locked --version $(OHA_VERSION) --root $(BENCH_TOOLS)
 
 lint:
 	$(CARGO) fmt --check

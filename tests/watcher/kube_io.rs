@@ -6,6 +6,22 @@ use serde_json::json;
 
 use crate::harness::*;
 
+/// The 2048 namespace with one gated pod `p1` (10.0.0.7), created `age` seconds ago.
+async fn one_pod(age: u64, conditions: serde_json::Value) -> Setup {
+    setup(
+        vec![pod(
+            "p1",
+            "10.0.0.7",
+            GATE,
+            Duration::from_secs(age),
+            conditions,
+        )],
+        cluster(0, false),
+        None,
+    )
+    .await
+}
+
 const INITIAL: (&str, Option<&str>, Option<&str>) = (
     "initial",
     Some("Elb.InitialHealthChecking"),
@@ -14,18 +30,7 @@ const INITIAL: (&str, Option<&str>, Option<&str>) = (
 
 #[tokio::test]
 async fn pending_gate_gets_the_elb_reason_in_one_exact_patch() {
-    let mut s = setup(
-        vec![pod(
-            "p1",
-            "10.0.0.7",
-            GATE,
-            Duration::from_secs(5),
-            json!([]),
-        )],
-        cluster(0, false),
-        None,
-    )
-    .await;
+    let mut s = one_pod(5, json!([])).await;
     s.fake
         .set_health(ARN, "10.0.0.7", 80, INITIAL.0, INITIAL.1, INITIAL.2);
     let now = now();
@@ -73,12 +78,7 @@ async fn unchanged_condition_in_the_store_sends_nothing() {
         "type": GATE, "status": "False", "reason": INITIAL.1, "message": INITIAL.2,
         "lastTransitionTime": "2026-11-26T12:00:00Z",
     }]);
-    let mut s = setup(
-        vec![pod("p1", "10.0.0.7", GATE, Duration::from_secs(5), current)],
-        cluster(0, false),
-        None,
-    )
-    .await;
+    let mut s = one_pod(5, current).await;
     s.fake
         .set_health(ARN, "10.0.0.7", 80, INITIAL.0, INITIAL.1, INITIAL.2);
     let report = s.watcher.tick(now()).await;
@@ -92,18 +92,7 @@ async fn healthy_turns_true_keeps_nothing_else_and_records_an_event() {
         "type": GATE, "status": "False", "reason": INITIAL.1, "message": INITIAL.2,
         "lastTransitionTime": "2026-11-26T12:00:00Z",
     }]);
-    let mut s = setup(
-        vec![pod(
-            "p1",
-            "10.0.0.7",
-            GATE,
-            Duration::from_secs(12),
-            current,
-        )],
-        cluster(0, false),
-        None,
-    )
-    .await;
+    let mut s = one_pod(12, current).await;
     s.fake
         .set_health(ARN, "10.0.0.7", 80, "healthy", None, None);
     let now = now();
@@ -138,12 +127,7 @@ async fn healthy_turns_true_keeps_nothing_else_and_records_an_event() {
 async fn true_is_sticky_and_costs_no_call() {
     let done =
         json!([{ "type": GATE, "status": "True", "lastTransitionTime": "2026-11-26T12:00:00Z" }]);
-    let mut s = setup(
-        vec![pod("p1", "10.0.0.7", GATE, Duration::from_secs(5), done)],
-        cluster(0, false),
-        None,
-    )
-    .await;
+    let mut s = one_pod(5, done).await;
     s.fake.set_health(
         ARN,
         "10.0.0.7",
@@ -160,18 +144,7 @@ async fn true_is_sticky_and_costs_no_call() {
 
 #[tokio::test]
 async fn target_not_registered_yet() {
-    let mut s = setup(
-        vec![pod(
-            "p1",
-            "10.0.0.7",
-            GATE,
-            Duration::from_secs(1),
-            json!([]),
-        )],
-        cluster(0, false),
-        None,
-    )
-    .await;
+    let mut s = one_pod(1, json!([])).await;
     s.watcher.tick(now()).await;
     let c = &s.api.patches()[0].body["status"]["conditions"][0];
     assert_eq!(
@@ -243,18 +216,7 @@ async fn deleted_binding_releases_its_gates() {
 
 #[tokio::test]
 async fn aws_outage_delays_gates_and_recovers() {
-    let mut s = setup(
-        vec![pod(
-            "p1",
-            "10.0.0.7",
-            GATE,
-            Duration::from_secs(5),
-            json!([]),
-        )],
-        cluster(0, false),
-        None,
-    )
-    .await;
+    let mut s = one_pod(5, json!([])).await;
     s.fake
         .set_health(ARN, "10.0.0.7", 80, "healthy", None, None);
     s.fake.fail_next(4, crate::fake_elb::Fault::InternalError);
@@ -275,18 +237,7 @@ async fn aws_outage_delays_gates_and_recovers() {
 
 #[tokio::test]
 async fn throttling_is_retried_and_counted() {
-    let mut s = setup(
-        vec![pod(
-            "p1",
-            "10.0.0.7",
-            GATE,
-            Duration::from_secs(5),
-            json!([]),
-        )],
-        cluster(0, false),
-        None,
-    )
-    .await;
+    let mut s = one_pod(5, json!([])).await;
     s.fake
         .set_health(ARN, "10.0.0.7", 80, "healthy", None, None);
     s.fake.fail_next(2, crate::fake_elb::Fault::Throttling);
