@@ -92,7 +92,6 @@ async fn main() {
     let mut order: Vec<usize> = (0..PODS).collect();
     order.sort_by_key(|&i| times[i]);
     let flips = tokio::spawn({
-        let ip = ip.clone();
         async move {
             for i in order {
                 tokio::time::sleep_until(start + times[i]).await;

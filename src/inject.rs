@@ -10,8 +10,9 @@ use std::sync::Arc;
 
 use json_patch::jsonptr::PointerBuf;
 use json_patch::{AddOperation, Patch, PatchOperation, ReplaceOperation};
-use k8s_openapi::api::core::v1::{Container, LifecycleHandler, Namespace, Pod, Service};
+use k8s_openapi::api::core::v1::{LifecycleHandler, Namespace, PodReadinessGate, Service};
 use k8s_openapi::api::networking::v1::Ingress;
+use serde::Deserialize;
 use serde_json::{Value, json};
 
 use crate::binding::{self, DelaySource, TargetGroupBinding, TargetType};
@@ -24,6 +25,51 @@ pub const DEFAULT_NAMESPACE_LABEL: (&str, &str) =
     ("elbv2.k8s.aws/pod-readiness-gate-inject", "enabled");
 /// The API server rejects a condition type whose name part is longer than this.
 pub const MAX_CONDITION_NAME_LENGTH: usize = 63;
+
+/// The parts of a pod the decision reads, as the webhook deserialises them from a review.
+///
+/// Not `k8s_openapi`'s `Pod`: reading a whole pod (managed fields, env, volumes, probes) was
+/// four fifths of a review's time (see BENCHMARKS.md), for fields no decision looks at. Every
+/// other field is skipped unread, so an odd value in one of them cannot fail a review either.
+#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+#[serde(default)]
+pub struct PodView {
+    pub metadata: PodMeta,
+    pub spec: Option<PodSpecView>,
+}
+
+#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+#[serde(default, rename_all = "camelCase")]
+pub struct PodMeta {
+    pub name: Option<String>,
+    pub generate_name: Option<String>,
+    pub namespace: Option<String>,
+    pub labels: Option<BTreeMap<String, String>>,
+    pub annotations: Option<BTreeMap<String, String>>,
+}
+
+#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+#[serde(default, rename_all = "camelCase")]
+pub struct PodSpecView {
+    /// Regular containers only: init containers (native sidecars included) get no preStop.
+    pub containers: Vec<ContainerView>,
+    pub readiness_gates: Option<Vec<PodReadinessGate>>,
+    pub termination_grace_period_seconds: Option<i64>,
+}
+
+#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+#[serde(default, rename_all = "camelCase")]
+pub struct ContainerView {
+    pub name: String,
+    /// Present (maybe with only a postStart) or not: decides where a preStop is added.
+    pub lifecycle: Option<LifecycleView>,
+}
+
+#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+#[serde(default, rename_all = "camelCase")]
+pub struct LifecycleView {
+    pub pre_stop: Option<LifecycleHandler>,
+}
 
 /// How an injected preStop waits.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -240,7 +286,7 @@ pub fn gate_applies(served: &Served<'_>) -> Result<bool, String> {
 }
 
 /// Plan what to add to `pod`, created in the namespace `objects` describes.
-pub fn plan(pod: &Pod, objects: &NamespaceObjects, settings: &Settings) -> Plan {
+pub fn plan(pod: &PodView, objects: &NamespaceObjects, settings: &Settings) -> Plan {
     let mut warnings = Vec::new();
     let Some(namespace) = objects.namespace.as_deref() else {
         return Plan::skipped(
@@ -412,8 +458,8 @@ fn opted_out(
 
 /// The names in `gracegate.io/containers`, or `None` for "all regular containers".
 fn chosen_containers<'a>(
-    pod: &'a Pod,
-    containers: &[Container],
+    pod: &'a PodView,
+    containers: &[ContainerView],
     warnings: &mut Vec<String>,
 ) -> Option<BTreeSet<&'a str>> {
     let raw = pod
@@ -500,7 +546,7 @@ mod tests {
         o
     }
 
-    fn pod(labels: &[(&str, &str)], annotations: &[(&str, &str)]) -> Pod {
+    fn pod(labels: &[(&str, &str)], annotations: &[(&str, &str)]) -> PodView {
         serde_json::from_value(json!({
             "metadata": {
                 "name": "p",

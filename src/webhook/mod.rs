@@ -21,7 +21,7 @@ use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use crate::cluster::Cluster;
 use crate::inject::Settings;
@@ -85,12 +85,22 @@ async fn mutate(State(context): State<Context>, body: Bytes) -> Response {
         Ok(reviewed) => {
             context.metrics.admission(reviewed.outcome, seconds);
             let s = &reviewed.summary;
-            info!(
-                uid = %s.uid, namespace = %s.namespace, pod = %s.pod, dry_run = s.dry_run,
-                outcome = reviewed.outcome.as_str(), skip = s.skip.unwrap_or(""),
-                gates = s.gates, prestops = s.prestops, grace = s.grace, warnings = s.warnings,
-                "review"
-            );
+            // What gracegate changed (or could not) is worth a line; the many reviews it has
+            // nothing to do with are not, unless debugging.
+            macro_rules! log_review {
+                ($level:ident) => {
+                    $level!(
+                        uid = %s.uid, namespace = %s.namespace, pod = %s.pod, dry_run = s.dry_run,
+                        outcome = reviewed.outcome.as_str(), skip = s.skip.unwrap_or(""),
+                        gates = s.gates, prestops = s.prestops, grace = s.grace, warnings = s.warnings,
+                        "review"
+                    )
+                };
+            }
+            match reviewed.outcome {
+                Outcome::Unchanged => log_review!(debug),
+                _ => log_review!(info),
+            }
             axum::Json(reviewed.review).into_response()
         }
         Err(bad) => {

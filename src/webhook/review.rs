@@ -6,13 +6,13 @@
 //! AdmissionReview at all gets an error (HTTP 400), since there is no uid to answer.
 
 use base64::Engine;
-use k8s_openapi::api::core::v1::Pod;
 use kube::core::DynamicObject;
 use kube::core::admission::{AdmissionRequest, AdmissionReview, Operation};
-use serde::Serialize;
+use kube::core::gvk::GroupVersionKind;
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::inject::{self, NamespaceObjects, Plan, Settings, Skip};
+use crate::inject::{self, NamespaceObjects, Plan, PodView, Settings, Skip};
 use crate::metrics::Outcome;
 
 /// The answer to one review.
@@ -50,15 +50,42 @@ pub fn review(
     settings: &Settings,
     objects: impl FnOnce(&str) -> NamespaceObjects,
 ) -> Result<Reviewed, BadReview> {
-    match serde_json::from_slice::<AdmissionReview<Pod>>(body) {
-        Ok(review) => {
-            let request: AdmissionRequest<Pod> = review
-                .try_into()
-                .map_err(|_| BadReview("AdmissionReview has no request".into()))?;
-            Ok(review_pod(request, settings, objects))
+    match serde_json::from_slice::<PodReview>(body) {
+        Ok(PodReview {
+            api_version,
+            request: Some(request),
+        }) => Ok(review_pod(&api_version, request, settings, objects)),
+        Ok(PodReview { request: None, .. }) => {
+            Err(BadReview("AdmissionReview has no request".into()))
         }
         Err(pod_error) => fail_open(body, &pod_error),
     }
+}
+
+/// An AdmissionReview of a pod, reduced to what gracegate reads (see [`PodView`]); the
+/// fields keep kube-core's types.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct PodReview {
+    #[serde(default)]
+    api_version: String,
+    request: Option<PodRequest>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct PodRequest {
+    uid: String,
+    kind: GroupVersionKind,
+    #[serde(default)]
+    sub_resource: Option<String>,
+    #[serde(default)]
+    namespace: Option<String>,
+    operation: Operation,
+    #[serde(default)]
+    dry_run: bool,
+    #[serde(default)]
+    object: Option<PodView>,
 }
 
 /// The AdmissionReview sent back. kube-core has an `AdmissionResponse`, but it writes `patch`
@@ -115,7 +142,8 @@ impl ResponseReview {
 const V1: &str = "admission.k8s.io/v1";
 
 fn review_pod(
-    request: AdmissionRequest<Pod>,
+    api_version: &str,
+    request: PodRequest,
     settings: &Settings,
     objects: impl FnOnce(&str) -> NamespaceObjects,
 ) -> Reviewed {
@@ -127,14 +155,17 @@ fn review_pod(
         dry_run: request.dry_run,
         ..Summary::default()
     };
-    let response = ResponseReview::allow(&request.types.api_version, &request.uid);
+    let response = ResponseReview::allow(api_version, &request.uid);
     let is_pod = request.kind.group.is_empty() && request.kind.kind == "Pod";
+    if !is_pod {
+        return reviewed(
+            response.warn([not_a_pod(&request.kind)]),
+            Outcome::FailedOpen,
+            summary,
+        );
+    }
     let pod = match pod {
-        Some(pod)
-            if is_pod
-                && request.operation == Operation::Create
-                && request.sub_resource.is_none() =>
-        {
+        Some(pod) if request.operation == Operation::Create && request.sub_resource.is_none() => {
             pod
         }
         _ => return reviewed(response, Outcome::Unchanged, summary),
@@ -182,7 +213,15 @@ fn reviewed(review: ResponseReview, outcome: Outcome, summary: Summary) -> Revie
     }
 }
 
-fn pod_name(pod: &Pod) -> String {
+/// The webhook is registered for pods only; anything else means a misconfiguration.
+fn not_a_pod(k: &GroupVersionKind) -> String {
+    format!(
+        "gracegate: only Pods are mutated, not {}/{} {}",
+        k.group, k.version, k.kind
+    )
+}
+
+fn pod_name(pod: &PodView) -> String {
     match (&pod.metadata.name, &pod.metadata.generate_name) {
         (Some(name), _) => name.clone(),
         (None, Some(prefix)) => format!("{prefix}*"),
@@ -213,11 +252,7 @@ fn fail_open(body: &[u8], pod_error: &serde_json::Error) -> Result<Reviewed, Bad
         let warning = if is_pod {
             format!("gracegate: could not read the pod ({pod_error}); pod admitted unchanged")
         } else {
-            let k = &request.kind;
-            format!(
-                "gracegate: only Pods are mutated, not {}/{} {}",
-                k.group, k.version, k.kind
-            )
+            not_a_pod(&request.kind)
         };
         let response =
             ResponseReview::allow(&request.types.api_version, &request.uid).warn([warning]);
