@@ -48,6 +48,18 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
 
 #[tokio::main]
 async fn main() {
+    // As the tests run it (no client-side limit to speak of), then with the default token
+    // bucket (20 calls/s, burst 40), which is what a cluster gets.
+    scenario("token bucket 1000/s", elb_options()).await;
+    let defaults = gracegate::aws::ElbOptions {
+        rate_per_second: 20.0,
+        burst: 40,
+        ..elb_options()
+    };
+    scenario("default token bucket, 20/s burst 40", defaults).await;
+}
+
+async fn scenario(label: &str, options: gracegate::aws::ElbOptions) {
     let name = |i: usize| format!("p{i}");
     let ip = |i: usize| format!("10.0.{}.{}", i / 250, i % 250);
     let gate = |i: usize| format!("target-health.elbv2.k8s.aws/tgb-{}", i % GROUPS);
@@ -68,7 +80,7 @@ async fn main() {
         mut pods,
         mut watcher,
         ..
-    } = setup(pods, cluster(GROUPS, false), None).await;
+    } = setup_with(pods, cluster(GROUPS, false), None, options).await;
     for g in 0..GROUPS {
         fake.add_target_group(&format!("arn:tg/{g}"), &format!("tg-{g}"));
     }
@@ -176,7 +188,7 @@ async fn main() {
         .filter(|(groups, calls)| calls > groups)
         .count();
     println!(
-        "watcher latency: {PODS} pods over {GROUPS} target groups, healthy times spread over {SPREAD:?}"
+        "\nwatcher latency ({label}): {PODS} pods over {GROUPS} target groups, healthy times spread over {SPREAD:?}"
     );
     println!("| measure | value |\n|---|---|");
     for (label, p) in [("p50", 0.5), ("p90", 0.9), ("p99", 0.99)] {

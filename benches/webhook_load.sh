@@ -24,12 +24,13 @@ done
 cpu() { if command -v taskset >/dev/null; then taskset -c "$1" "${@:2}"; else "${@:2}"; fi; }
 rss() { awk -v k="$2:" '$1 == k { print $2 }' "/proc/$1/status"; }
 
-RUST_LOG=${RUST_LOG:-info} cpu 0 target/release/gracegate webhook \
+PIN0=(); command -v taskset >/dev/null && PIN0=(taskset -c 0)
+(RUST_LOG=${RUST_LOG:-info} exec "${PIN0[@]}" target/release/gracegate webhook \
   --listen 127.0.0.1:18443 --admin-listen 127.0.0.1:18080 \
   --tls-cert "$OUT/certs/tls.crt" --tls-key "$OUT/certs/tls.key" \
-  --objects tests/fixtures/cluster --shutdown-delay-seconds 0 >"$OUT/gracegate.log" 2>&1 &
+  --objects tests/fixtures/cluster --shutdown-delay-seconds 0 >"$OUT/gracegate.log" 2>&1) &
 GRACEGATE=$!
-cpu 0 target/release/examples/floor 127.0.0.1:18444 "$OUT/certs/tls.crt" "$OUT/certs/tls.key" 2>"$OUT/floor.log" &
+(exec "${PIN0[@]}" target/release/examples/floor 127.0.0.1:18444 "$OUT/certs/tls.crt" "$OUT/certs/tls.key" 2>"$OUT/floor.log") &
 FLOOR=$!
 trap 'kill $GRACEGATE $FLOOR 2>/dev/null || true' EXIT
 for _ in $(seq 50); do
@@ -37,6 +38,9 @@ for _ in $(seq 50); do
   sleep 0.1
 done
 sleep 1
+for pid in $GRACEGATE $FLOOR; do
+  case "$(cat /proc/$pid/comm)" in gracegate|floor) ;; *) echo "PID $pid is not a server" >&2; exit 1 ;; esac
+done
 echo "{\"kind\":\"idle\",\"server\":\"gracegate\",\"rss_kib\":$(rss $GRACEGATE VmRSS)}" >>"$OUT/load.jsonl"
 echo "{\"kind\":\"idle\",\"server\":\"floor\",\"rss_kib\":$(rss $FLOOR VmRSS)}" >>"$OUT/load.jsonl"
 

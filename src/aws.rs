@@ -16,7 +16,6 @@ use aws_sdk_elasticloadbalancingv2::config::retry::RetryPartition;
 use aws_sdk_elasticloadbalancingv2::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_elasticloadbalancingv2::types::TargetDescription;
 use aws_smithy_http_client::tls::{Provider, rustls_provider::CryptoMode};
-use tokio::sync::Mutex;
 use tokio::time::Instant;
 
 use crate::health::{TargetHealth, TargetState};
@@ -187,12 +186,32 @@ impl Elb {
 
     /// Health of `targets` in the target group. Targets the ELB does not know come back as
     /// `unused` / `Target.NotRegistered`, as AWS reports them.
-    pub async fn describe_target_health(
+    ///
+    /// The call takes its place in the token bucket when it is made, not when the returned
+    /// future is first polled: calls made in a loop go out in that order, so under the rate
+    /// limit every target group is asked once per round, none twice before another once.
+    pub fn describe_target_health(
+        &self,
+        target_group_arn: &str,
+        targets: &[TargetId],
+    ) -> impl Future<Output = Result<Vec<(TargetId, TargetHealth)>, AwsError>> + Send + 'static
+    {
+        let at = self.bucket.reserve();
+        let this = self.clone();
+        let target_group_arn = target_group_arn.to_string();
+        let targets = targets.to_vec();
+        async move {
+            tokio::time::sleep_until(at).await;
+            this.send_describe_target_health(&target_group_arn, &targets)
+                .await
+        }
+    }
+
+    async fn send_describe_target_health(
         &self,
         target_group_arn: &str,
         targets: &[TargetId],
     ) -> Result<Vec<(TargetId, TargetHealth)>, AwsError> {
-        self.bucket.acquire().await;
         let mut request = self
             .client
             .describe_target_health()
@@ -271,42 +290,43 @@ impl Elb {
     }
 }
 
-/// A client-side token bucket: `rate` tokens a second, at most `burst` saved up. Hand-written
-/// (a dozen lines) rather than a rate-limiting crate: it is the only limiter gracegate needs.
+/// A client-side token bucket: `rate` calls a second, at most `burst` at once after a quiet
+/// spell. Kept as the equivalent virtual schedule (GCRA): each caller reserves the next slot
+/// under the lock and sleeps until it, so waiting callers go in arrival order, with no herd
+/// of sleepers racing for each new token (which starved unlucky target groups for several
+/// rounds). Hand-written, a dozen lines, rather than a rate-limiting crate: it is the only
+/// limiter gracegate needs.
 pub struct TokenBucket {
-    rate: f64,
-    burst: f64,
-    state: Mutex<(f64, Instant)>,
+    interval: Duration,
+    tolerance: Duration,
+    /// When the next call would be due at the steady rate.
+    next: std::sync::Mutex<Instant>,
 }
 
 impl TokenBucket {
     pub fn new(rate: f64, burst: u32) -> TokenBucket {
-        let burst = f64::from(burst.max(1));
+        let interval = Duration::from_secs_f64(1.0 / rate.max(0.001));
         TokenBucket {
-            rate: rate.max(0.001),
-            burst,
-            state: Mutex::new((burst, Instant::now())),
+            interval,
+            tolerance: interval * burst.max(1).saturating_sub(1),
+            next: std::sync::Mutex::new(Instant::now()),
         }
+    }
+
+    /// Take the next slot: the caller may go at the returned instant.
+    pub fn reserve(&self) -> Instant {
+        // Held for a few instructions, never across an await; a poisoned lock still holds
+        // a valid instant.
+        let mut next = self.next.lock().unwrap_or_else(|e| e.into_inner());
+        let now = Instant::now();
+        let due = (*next).max(now);
+        *next = due + self.interval;
+        due.checked_sub(self.tolerance).unwrap_or(now).max(now)
     }
 
     /// Wait for a token.
     pub async fn acquire(&self) {
-        loop {
-            let wait = {
-                let mut state = self.state.lock().await;
-                let now = Instant::now();
-                let (tokens, last) = *state;
-                let tokens =
-                    (tokens + now.duration_since(last).as_secs_f64() * self.rate).min(self.burst);
-                if tokens >= 1.0 {
-                    *state = (tokens - 1.0, now);
-                    return;
-                }
-                *state = (tokens, now);
-                Duration::from_secs_f64((1.0 - tokens) / self.rate)
-            };
-            tokio::time::sleep(wait).await;
-        }
+        tokio::time::sleep_until(self.reserve()).await;
     }
 }
 
@@ -330,6 +350,33 @@ mod tests {
             (0.99..1.01).contains(&elapsed),
             "10 more at 10/s take 1 s, took {elapsed}"
         );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn waiting_callers_go_in_arrival_order() {
+        let bucket = Arc::new(TokenBucket::new(10.0, 1));
+        bucket.acquire().await;
+        let order = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let mut tasks = Vec::new();
+        for n in 0..5 {
+            let (bucket, order) = (bucket.clone(), order.clone());
+            tasks.push(tokio::spawn(async move {
+                bucket.acquire().await;
+                order.lock().unwrap().push((n, Instant::now()));
+            }));
+            tokio::task::yield_now().await;
+        }
+        for t in tasks {
+            t.await.unwrap();
+        }
+        let order = order.lock().unwrap();
+        assert_eq!(
+            order.iter().map(|(n, _)| *n).collect::<Vec<_>>(),
+            vec![0, 1, 2, 3, 4]
+        );
+        for pair in order.windows(2) {
+            assert_eq!(pair[1].1 - pair[0].1, Duration::from_millis(100));
+        }
     }
 
     #[tokio::test(start_paused = true)]

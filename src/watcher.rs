@@ -166,18 +166,76 @@ impl Watcher {
         }
         let arns = self.resolve_names(groups.keys()).await;
         report.describe_calls = groups.keys().filter(|g| arns.contains_key(*g)).count();
-        let health = self.describe(groups, &arns).await;
-        self.follow_departures(&health, &now).await;
 
-        let mut updates = Vec::new();
+        // Gates decided without the ELB are written first; the others wait for their target
+        // group's answer, and each answer is acted on as it arrives: with many target groups
+        // behind the token bucket, the last answer can come seconds after the first.
+        let mut waiting: HashMap<TargetGroup, Vec<PendingGate>> = HashMap::new();
+        let mut settled = Vec::new();
         for gate in pending {
-            let Some(observation) = observe(&gate, &health) else {
+            match &gate.work {
+                Work::Describe { group, .. } => {
+                    waiting.entry(group.clone()).or_default().push(gate)
+                }
+                Work::Settle(observation) => {
+                    let observation = observation.clone();
+                    settled.push((gate, observation));
+                }
+                Work::Wait => {}
+            }
+        }
+        report.patches += self.write(settled, &now).await;
+
+        let mut answers = tokio::task::JoinSet::new();
+        for (group, targets) in groups {
+            let Some(arn) = arns.get(&group).cloned() else {
                 continue;
             };
+            let targets: Vec<TargetId> = targets.into_iter().collect();
+            // Made here, in target group order: each call's turn in the token bucket is taken now.
+            let call = self.elb.describe_target_health(&arn, &targets);
+            answers.spawn(async move {
+                let result = call
+                    .await
+                    .map(|found| found.into_iter().collect::<HashMap<_, _>>());
+                (group, result)
+            });
+        }
+        while let Some(answer) = answers.join_next().await {
+            let Ok((group, result)) = answer else {
+                continue;
+            };
+            match &result {
+                Ok(_) => {
+                    if self.failing.remove(&group) {
+                        info!(target_group = ?group, "target health readable again");
+                    }
+                }
+                Err(error) => self.log_failure(&group, error),
+            }
+            self.follow_departures(&group, &result, &now).await;
+            let observed = waiting
+                .remove(&group)
+                .unwrap_or_default()
+                .into_iter()
+                .filter_map(|gate| {
+                    let observation = observe(&gate, &result)?;
+                    Some((gate, observation))
+                })
+                .collect();
+            report.patches += self.write(observed, &now).await;
+        }
+        report
+    }
+
+    /// Write the conditions that change; returns how many were written.
+    async fn write(&mut self, observed: Vec<(PendingGate, Observation)>, now: &Time) -> usize {
+        let mut updates = Vec::new();
+        for (gate, observation) in observed {
             let key = (gate.uid.clone(), gate.gate.clone());
             let current = self.written.get(&key).or(gate.current.as_ref());
             if let Some(condition) =
-                health::update(&gate.gate, current, &observation.desired(), &now)
+                health::update(&gate.gate, current, &observation.desired(), now)
             {
                 updates.push((gate, observation, condition));
             }
@@ -191,11 +249,12 @@ impl Watcher {
             .buffer_unordered(CONCURRENCY)
             .collect()
             .await;
+        let mut written = 0;
         for (gate, observation, condition, result) in patched {
             match result {
                 Ok(()) => {
-                    report.patches += 1;
-                    self.announce(&gate, &observation, &condition, &now).await;
+                    written += 1;
+                    self.announce(&gate, &observation, &condition, now).await;
                     self.written
                         .insert((gate.uid.clone(), gate.gate.clone()), condition);
                 }
@@ -204,7 +263,7 @@ impl Watcher {
                 }
             }
         }
-        report
+        written
     }
 
     /// Pending gates of live pods, and departures of terminating ones, namespace by namespace
@@ -234,18 +293,21 @@ impl Watcher {
         (pending, departing)
     }
 
-    /// Advance every departure whose target group answered this tick.
+    /// Advance the departures of a target group that answered.
     async fn follow_departures(
         &mut self,
-        health: &HashMap<TargetGroup, Result<HashMap<TargetId, TargetHealth>, AwsError>>,
+        group: &TargetGroup,
+        answer: &Result<HashMap<TargetId, TargetHealth>, AwsError>,
         now: &Time,
     ) {
+        let Ok(found) = answer else { return };
         let mut done = Vec::new();
         let mut late = Vec::new();
-        for (key, d) in self.departures.iter_mut() {
-            let Some(Ok(found)) = health.get(&d.group) else {
-                continue;
-            };
+        for (key, d) in self
+            .departures
+            .iter_mut()
+            .filter(|(_, d)| &d.group == group)
+        {
             match drain::observe(d, found.get(&d.target), now.0) {
                 Step::Continue => {}
                 Step::StillHealthyAfterPrestop { late_seconds } => {
@@ -320,42 +382,6 @@ impl Watcher {
             }
         }
         arns
-    }
-
-    /// One `DescribeTargetHealth` per target group, `CONCURRENCY` at a time (and within the
-    /// client's token bucket).
-    async fn describe(
-        &mut self,
-        groups: BTreeMap<TargetGroup, std::collections::BTreeSet<TargetId>>,
-        arns: &HashMap<TargetGroup, String>,
-    ) -> HashMap<TargetGroup, Result<HashMap<TargetId, TargetHealth>, AwsError>> {
-        let elb = &self.elb;
-        let results: Vec<_> = stream::iter(groups.into_iter().filter_map(|(group, targets)| {
-            let arn = arns.get(&group)?.clone();
-            Some((group, arn, targets))
-        }))
-        .map(|(group, arn, targets)| async move {
-            let targets: Vec<TargetId> = targets.into_iter().collect();
-            let result = elb
-                .describe_target_health(&arn, &targets)
-                .await
-                .map(|found| found.into_iter().collect::<HashMap<_, _>>());
-            (group, result)
-        })
-        .buffer_unordered(CONCURRENCY)
-        .collect()
-        .await;
-        for (group, result) in &results {
-            match result {
-                Ok(_) => {
-                    if self.failing.remove(group) {
-                        info!(target_group = ?group, "target health readable again");
-                    }
-                }
-                Err(error) => self.log_failure(group, error),
-            }
-        }
-        results.into_iter().collect()
     }
 
     fn log_failure(&mut self, group: &TargetGroup, error: &AwsError) {
@@ -455,27 +481,26 @@ impl Watcher {
     }
 }
 
-/// What a pending gate's target says this tick; `None` leaves the gate as it is (no data
-/// this tick: not scheduled yet, or the ELB call failed and will be retried).
+/// What a pending gate's target says in its target group's answer; `None` leaves the gate
+/// as it is (the call failed and is retried next tick).
 fn observe(
     gate: &PendingGate,
-    health: &HashMap<TargetGroup, Result<HashMap<TargetId, TargetHealth>, AwsError>>,
+    answer: &Result<HashMap<TargetId, TargetHealth>, AwsError>,
 ) -> Option<Observation> {
-    match &gate.work {
-        Work::Settle(observation) => Some(observation.clone()),
-        Work::Wait => None,
-        Work::Describe { group, target } => match health.get(group)? {
-            Ok(found) => Some(
-                found
-                    .get(target)
-                    .cloned()
-                    .map_or(Observation::NotRegistered, Observation::Health),
-            ),
-            Err(AwsError::TargetGroupNotFound(message)) => Some(Observation::NoData(format!(
-                "target group not found: {message}"
-            ))),
-            Err(_) => None,
-        },
+    let Work::Describe { target, .. } = &gate.work else {
+        return None;
+    };
+    match answer {
+        Ok(found) => Some(
+            found
+                .get(target)
+                .cloned()
+                .map_or(Observation::NotRegistered, Observation::Health),
+        ),
+        Err(AwsError::TargetGroupNotFound(message)) => Some(Observation::NoData(format!(
+            "target group not found: {message}"
+        ))),
+        Err(_) => None,
     }
 }
 

@@ -97,8 +97,7 @@ pub fn elb_options() -> ElbOptions {
     }
 }
 
-pub async fn elb(fake: &FakeElb, metrics: Arc<Metrics>) -> Elb {
-    let options = elb_options();
+pub async fn elb(fake: &FakeElb, metrics: Arc<Metrics>, options: ElbOptions) -> Elb {
     let config = sdk_config(Some("us-east-1".into()), Some(fake.url()), &options)
         .await
         .into_builder()
@@ -221,6 +220,15 @@ pub struct Setup {
 }
 
 pub async fn setup(pods: Vec<Pod>, cluster: Cluster, gate_timeout: Option<Duration>) -> Setup {
+    setup_with(pods, cluster, gate_timeout, elb_options()).await
+}
+
+pub async fn setup_with(
+    pods: Vec<Pod>,
+    cluster: Cluster,
+    gate_timeout: Option<Duration>,
+    options: ElbOptions,
+) -> Setup {
     let fake = FakeElb::start().await;
     fake.add_target_group(ARN, BINDING);
     let api = MockApi::start();
@@ -229,7 +237,7 @@ pub async fn setup(pods: Vec<Pod>, cluster: Cluster, gate_timeout: Option<Durati
     let wake = Arc::new(Notify::new());
     let watcher = Watcher::new(
         api.client.clone(),
-        elb(&fake, metrics.clone()).await,
+        elb(&fake, metrics.clone(), options).await,
         metrics.clone(),
         cluster,
         pods.store.clone(),
