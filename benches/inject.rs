@@ -4,6 +4,7 @@
 //! * `floor`: what any webhook must do (parse the body as JSON, answer allowed with its uid);
 //! * `parse_typed_pod`: reading the review into kube's `AdmissionReview<Pod>` alone, which is
 //!   what gracegate did before it read only the fields it needs (`inject::PodView`);
+//! * `decide_and_patch`: the cache lookup, the decision and the JSONPatch, on a parsed pod;
 //! * `review`: gracegate's whole answer, including the cache lookup and serialising it.
 
 use std::hint::black_box;
@@ -52,6 +53,20 @@ fn bench(c: &mut Criterion) {
         });
         group.bench_function("parse_typed_pod", |b| {
             b.iter(|| serde_json::from_slice::<AdmissionReview<Pod>>(black_box(&body)).unwrap())
+        });
+        let pod: gracegate::inject::PodView = serde_json::from_value(
+            serde_json::from_slice::<Value>(&body).unwrap()["request"]["object"].clone(),
+        )
+        .unwrap();
+        group.bench_function("decide_and_patch", |b| {
+            b.iter(|| {
+                let plan = gracegate::inject::plan(
+                    black_box(&pod),
+                    &cluster.objects("game-2048"),
+                    &settings,
+                );
+                serde_json::to_vec(&plan.patch()).unwrap()
+            })
         });
         group.bench_function("review", |b| {
             b.iter(|| {
