@@ -86,23 +86,23 @@ fn temp_dir(name: &str) -> std::path::PathBuf {
     dir
 }
 
+/// Both ports on free loopback ports, the certificate in `dir`, checked every 50 ms.
+fn options(dir: &Path) -> Options {
+    Options {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        admin_listen: "127.0.0.1:0".parse().unwrap(),
+        cert: CertFiles {
+            cert: dir.join("tls.crt"),
+            key: dir.join("tls.key"),
+        },
+        cert_reload: Duration::from_millis(50),
+    }
+}
+
 async fn serve(dir: &Path) -> Running {
     let mut context = context(Settings::default());
     context.health = Arc::default(); // the server itself must mark the certificate loaded
-    start(
-        Options {
-            listen: "127.0.0.1:0".parse().unwrap(),
-            admin_listen: "127.0.0.1:0".parse().unwrap(),
-            cert: CertFiles {
-                cert: dir.join("tls.crt"),
-                key: dir.join("tls.key"),
-            },
-            cert_reload: Duration::from_millis(50),
-        },
-        context,
-    )
-    .await
-    .unwrap()
+    start(options(dir), context).await.unwrap()
 }
 
 #[tokio::test]
@@ -201,19 +201,7 @@ async fn a_broken_certificate_file_keeps_the_old_one() {
 #[tokio::test]
 async fn missing_certificate_stops_start_up() {
     let dir = temp_dir("missing");
-    let result = start(
-        Options {
-            listen: "127.0.0.1:0".parse().unwrap(),
-            admin_listen: "127.0.0.1:0".parse().unwrap(),
-            cert: CertFiles {
-                cert: dir.join("tls.crt"),
-                key: dir.join("tls.key"),
-            },
-            cert_reload: Duration::from_secs(1),
-        },
-        context(Settings::default()),
-    )
-    .await;
+    let result = start(options(&dir), context(Settings::default())).await;
     let error = result.err().expect("start-up must fail").to_string();
     assert!(error.contains("tls.crt"), "{error}");
 }
