@@ -40,7 +40,8 @@ pub async fn run_serve(args: ServeArgs) -> Result<()> {
     let prefix = context.settings.condition_prefix.clone();
     tokio::select! {
         _ = shutdown_signal() => {}
-        result = lead(client, context, prefix, args.watch, args.lease) => {
+        // The webhook's readiness never waits for the watcher's pod cache.
+        result = lead(client, context, prefix, args.watch, args.lease, false) => {
             if let Err(error) = result {
                 warn!(%error, "leader election ended; shutting down");
             }
@@ -80,7 +81,7 @@ pub async fn run_watcher(args: WatcherArgs) -> Result<()> {
                 warn!(%error, "admin listener failed");
             }
         }
-        result = lead(client, context, args.condition_prefix, args.watch, args.lease) => {
+        result = lead(client, context, args.condition_prefix, args.watch, args.lease, true) => {
             if let Err(error) = result {
                 warn!(%error, "leader election ended; shutting down");
             }
@@ -89,13 +90,15 @@ pub async fn run_watcher(args: WatcherArgs) -> Result<()> {
     Ok(())
 }
 
-/// Take part in the election; while leading, watch target health.
+/// Take part in the election; while leading, watch target health. With
+/// `ready_after_pod_sync`, `/readyz` is false while the leader fills its pod cache.
 async fn lead(
     client: Client,
     context: Context,
     prefix: String,
     watch: WatchArgs,
     lease: LeaseArgs,
+    ready_after_pod_sync: bool,
 ) -> Result<()> {
     let options = ElbOptions {
         rate_per_second: watch.aws_rate,
@@ -140,6 +143,7 @@ async fn lead(
             (true, None) => {
                 info!(%identity, lease = %lease.lease_name, %namespace, "holding the lease: watching target health");
                 let task = watch_targets(
+                    ready_after_pod_sync,
                     client.clone(),
                     context.clone(),
                     elb.clone(),
@@ -164,8 +168,17 @@ async fn lead(
 }
 
 /// The leader's work: pod and node caches, then the watcher loop.
-async fn watch_targets(client: Client, context: Context, elb: Elb, settings: WatcherSettings) {
-    context.health.pods_syncing.store(true, Ordering::Release);
+async fn watch_targets(
+    ready_after_pod_sync: bool,
+    client: Client,
+    context: Context,
+    elb: Elb,
+    settings: WatcherSettings,
+) {
+    context
+        .health
+        .pods_syncing
+        .store(ready_after_pod_sync, Ordering::Release);
     let wake = Arc::new(Notify::new());
     let (pods, nodes, drive) = watcher::watch_pods(
         client.clone(),
