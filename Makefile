@@ -16,10 +16,12 @@ run: $(CERTS)/tls.crt
 	  --tls-cert $(CERTS)/tls.crt --tls-key $(CERTS)/tls.key \
 	  --objects examples/objects --shutdown-delay-seconds 0
 
-## test: install what the tests need, then run every test (unit, integration, doc, benches once).
+## test: install what the tests need, then run every test: unit, integration, doc, and the
+## criterion bench once as a smoke test (the other benches are measurements: `make bench`).
 ## The ELBv2 conformance test runs against moto (a Python ELBv2 emulator) from $(VENV).
 test: $(VENV)/bin/moto_server
-	MOTO_SERVER=$(abspath $(VENV))/bin/moto_server $(CARGO) test --all-targets --locked
+	MOTO_SERVER=$(abspath $(VENV))/bin/moto_server $(CARGO) test --locked \
+	  --lib --bins --tests --examples --bench inject
 	$(CARGO) test --doc --locked
 
 $(VENV)/bin/moto_server:
