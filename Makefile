@@ -1,5 +1,6 @@
 # gracegate — the two commands that matter: `make run` and `make test`.
 
+SHELL   := /bin/bash
 CARGO   ?= cargo
 CERTS   ?= certs
 LISTEN  ?= 127.0.0.1:8443
@@ -19,10 +20,13 @@ run: $(CERTS)/tls.crt
 ## test: install what the tests need, then run every test: unit, integration, doc, and the
 ## criterion bench once as a smoke test (the other benches are measurements: `make bench`).
 ## The ELBv2 conformance test runs against moto (a Python ELBv2 emulator) from $(VENV).
+## The last line sums every test binary's result.
 test: $(VENV)/bin/moto_server
-	MOTO_SERVER=$(abspath $(VENV))/bin/moto_server $(CARGO) test --locked \
-	  --lib --bins --tests --examples --bench inject
-	$(CARGO) test --doc --locked
+	@mkdir -p target
+	set -o pipefail; { $(CARGO) test --doc --locked && \
+	  MOTO_SERVER=$(abspath $(VENV))/bin/moto_server $(CARGO) test --locked \
+	    --lib --bins --tests --examples --bench inject; } 2>&1 | tee target/test.log
+	@awk '/^test result:/ { passed += $$4; failed += $$6 } END { printf "tests: %d passed, %d failed\n", passed, failed }' target/test.log
 
 $(VENV)/bin/moto_server:
 	python3 -m venv $(VENV)
