@@ -144,23 +144,10 @@ pub fn deregistration_delay<'a>(
             return Some((d, DelaySource::Service(service_name)));
         }
     }
-    let bound_port = service_port(service, &binding.spec.service_ref.port).map(|p| p.port);
+    let bound_port = service_port(service, &binding.spec.service_ref.port)?.port;
     ingresses
         .into_iter()
-        .filter(|ing| {
-            ingress_backends(ing).any(|b| {
-                b.name == binding.spec.service_ref.name
-                    && bound_port.is_some()
-                    && b.port.as_ref().and_then(|p| match (&p.number, &p.name) {
-                        (Some(n), _) => Some(*n),
-                        (None, Some(name)) => {
-                            service_port(service, &IntOrString::String(name.clone()))
-                                .map(|sp| sp.port)
-                        }
-                        (None, None) => None,
-                    }) == bound_port
-            })
-        })
+        .filter(|ing| routes_to(ing, service, bound_port))
         .find_map(|ing| {
             let value = ing
                 .metadata
@@ -173,6 +160,23 @@ pub fn deregistration_delay<'a>(
                 DelaySource::Ingress(ing.metadata.name.clone().unwrap_or_default()),
             ))
         })
+}
+
+/// Whether `ingress` routes to `service` on its port numbered `port` (a backend may name the
+/// Service port by number or by name).
+pub fn routes_to(ingress: &Ingress, service: &Service, port: i32) -> bool {
+    let name = service.metadata.name.as_deref().unwrap_or_default();
+    ingress_backends(ingress).any(|b| {
+        b.name == name
+            && b.port.as_ref().is_some_and(|p| match (&p.number, &p.name) {
+                (Some(n), _) => *n == port,
+                (None, Some(port_name)) => {
+                    service_port(service, &IntOrString::String(port_name.clone()))
+                        .is_some_and(|sp| sp.port == port)
+                }
+                (None, None) => false,
+            })
+    })
 }
 
 /// Every Service backend an Ingress routes to: the default backend and each rule path.

@@ -102,9 +102,7 @@ pub fn departures(
             let Some(group) = TargetGroup::of(binding) else {
                 continue;
             };
-            let Some(service) = objects.services.iter().find(|s| {
-                s.metadata.name.as_deref() == Some(binding.spec.service_ref.name.as_str())
-            }) else {
+            let Some(service) = objects.service(&binding.spec.service_ref.name) else {
                 continue;
             };
             let Ok(target) = targets::target(pod, binding, service, &node) else {

@@ -16,7 +16,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use crate::binding::{self, DelaySource, TargetGroupBinding, TargetType};
-use crate::timing::{self, ANNOTATION_CONTAINERS, ANNOTATION_INJECT, Timing, TimingSettings};
+use crate::timing::{self, ANNOTATION_CONTAINERS, ANNOTATION_INJECT, TimingSettings};
 
 /// The default condition type prefix, shared with the AWS Load Balancer Controller.
 pub const DEFAULT_CONDITION_PREFIX: &str = "target-health.elbv2.k8s.aws";
@@ -117,6 +117,16 @@ pub struct NamespaceObjects {
     pub services: Vec<Arc<Service>>,
     pub bindings: Vec<Arc<TargetGroupBinding>>,
     pub ingresses: Vec<Arc<Ingress>>,
+}
+
+impl NamespaceObjects {
+    /// The Service of that name in the namespace.
+    pub fn service(&self, name: &str) -> Option<&Service> {
+        self.services
+            .iter()
+            .find(|s| s.metadata.name.as_deref() == Some(name))
+            .map(|s| s.as_ref())
+    }
 }
 
 /// Why a pod is left unchanged; for logs and metrics, not for the user.
@@ -256,10 +266,7 @@ pub fn serving_bindings<'a>(
         .bindings
         .iter()
         .filter_map(|b| {
-            let service = objects
-                .services
-                .iter()
-                .find(|s| s.metadata.name.as_deref() == Some(b.spec.service_ref.name.as_str()))?;
+            let service = objects.service(&b.spec.service_ref.name)?;
             binding::selects(service, labels).then_some(Served {
                 binding: b,
                 service,
@@ -361,24 +368,15 @@ pub fn plan(pod: &PodView, objects: &NamespaceObjects, settings: &Settings) -> P
             )
         })
         .max_by_key(|(d, _)| *d);
-    let Timing {
-        prestop_seconds,
-        shutdown_budget_seconds,
-        warnings: timing_warnings,
-        ..
-    } = timing::timing(
+    let mut timing = timing::timing(
         &settings.timing,
         delay,
         pod.metadata.annotations.as_ref(),
         namespace.metadata.annotations.as_ref(),
     );
-    warnings.extend(timing_warnings);
-    let timing = Timing {
-        prestop_seconds,
-        prestop_source: timing::PrestopSource::Default,
-        shutdown_budget_seconds,
-        warnings: Vec::new(),
-    };
+    let (prestop_seconds, shutdown_budget_seconds) =
+        (timing.prestop_seconds, timing.shutdown_budget_seconds);
+    warnings.append(&mut timing.warnings);
 
     // 3. preStop hooks on the chosen regular containers. Init containers (native sidecars
     // included) are left alone: they stop after the app containers anyway.

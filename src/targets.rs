@@ -63,7 +63,7 @@ pub fn resolve<'o>(
             service,
             port,
         } => {
-            let svc = find_service(objects, service)?;
+            let svc = objects.service(service)?;
             let wanted = match port.parse::<i32>() {
                 Ok(n) => IntOrString::Int(n),
                 Err(_) => IntOrString::String(port.to_string()),
@@ -74,18 +74,7 @@ pub fn resolve<'o>(
                 .ingresses
                 .iter()
                 .find(|i| i.metadata.name.as_deref() == Some(*ingress))?;
-            let routed = binding::ingress_backends(ing).any(|b| {
-                b.name == *service
-                    && b.port.as_ref().is_some_and(|p| match (&p.number, &p.name) {
-                        (Some(n), _) => *n == wanted,
-                        (None, Some(name)) => {
-                            binding::service_port(svc, &IntOrString::String(name.clone()))
-                                .is_some_and(|sp| sp.port == wanted)
-                        }
-                        _ => false,
-                    })
-            });
-            if !routed {
+            if !binding::routes_to(ing, svc, wanted) {
                 return None;
             }
             objects
@@ -99,14 +88,6 @@ pub fn resolve<'o>(
                 .map(|b| b.as_ref())
         }
     }
-}
-
-fn find_service<'o>(objects: &'o NamespaceObjects, name: &str) -> Option<&'o Service> {
-    objects
-        .services
-        .iter()
-        .find(|s| s.metadata.name.as_deref() == Some(name))
-        .map(|s| s.as_ref())
 }
 
 /// Why a pod has no target (yet).
@@ -332,7 +313,7 @@ fn work_for(
         };
         return Work::Settle(Observation::BindingDeleted(what));
     };
-    let Some(service) = find_service(objects, &binding.spec.service_ref.name) else {
+    let Some(service) = objects.service(&binding.spec.service_ref.name) else {
         return Work::Settle(Observation::NoData(format!(
             "Service {} of TargetGroupBinding {} not found",
             binding.spec.service_ref.name,

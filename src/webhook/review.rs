@@ -156,8 +156,7 @@ fn review_pod(
         ..Summary::default()
     };
     let response = ResponseReview::allow(api_version, &request.uid);
-    let is_pod = request.kind.group.is_empty() && request.kind.kind == "Pod";
-    if !is_pod {
+    if !is_pod(&request.kind) {
         return reviewed(
             response.warn([not_a_pod(&request.kind)]),
             Outcome::FailedOpen,
@@ -213,6 +212,10 @@ fn reviewed(review: ResponseReview, outcome: Outcome, summary: Summary) -> Revie
     }
 }
 
+fn is_pod(k: &GroupVersionKind) -> bool {
+    k.group.is_empty() && k.kind == "Pod"
+}
+
 /// The webhook is registered for pods only; anything else means a misconfiguration.
 fn not_a_pod(k: &GroupVersionKind) -> String {
     format!(
@@ -238,18 +241,18 @@ fn fail_open(body: &[u8], pod_error: &serde_json::Error) -> Result<Reviewed, Bad
     if let Ok(review) = serde_json::from_value::<AdmissionReview<DynamicObject>>(value.clone())
         && let Ok(request) = TryInto::<AdmissionRequest<DynamicObject>>::try_into(review)
     {
-        let is_pod = request.kind.group.is_empty() && request.kind.kind == "Pod";
+        let pod_kind = is_pod(&request.kind);
         let summary = Summary {
             uid: request.uid.clone(),
             namespace: request.namespace.clone().unwrap_or_default(),
-            skip: Some(if is_pod {
+            skip: Some(if pod_kind {
                 "unreadable-pod"
             } else {
                 "not-a-pod"
             }),
             ..Summary::default()
         };
-        let warning = if is_pod {
+        let warning = if pod_kind {
             format!("gracegate: could not read the pod ({pod_error}); pod admitted unchanged")
         } else {
             not_a_pod(&request.kind)
