@@ -67,15 +67,20 @@ async fn only_post() {
     assert_eq!(response.status(), StatusCode::METHOD_NOT_ALLOWED);
 }
 
-/// A readable review, allowed unchanged with a warning containing `says`.
-async fn allowed_unchanged(request: Value, says: &str) {
+/// The answer to a readable review, checked to be a 200 for the request's uid.
+async fn answered(request: &Value) -> Answer {
     let (status, body) = post(
         &context(Settings::default()),
-        serde_json::to_vec(&request).unwrap(),
+        serde_json::to_vec(request).unwrap(),
     )
     .await;
     assert_eq!(status, StatusCode::OK, "{}", String::from_utf8_lossy(&body));
-    let answer = Answer::parse(&request, &body);
+    Answer::parse(request, &body)
+}
+
+/// A readable review, allowed unchanged with a warning containing `says`.
+async fn allowed_unchanged(request: Value, says: &str) {
+    let answer = answered(&request).await;
     assert!(answer.patch().is_none(), "{:?}", answer.response);
     let warnings = answer.warnings();
     assert!(
@@ -120,13 +125,7 @@ async fn pod_missing_fields(#[case] pointer: &str, #[case] operations: usize) {
         }
         other => panic!("{other}"),
     }
-    let (status, body) = post(
-        &context(Settings::default()),
-        serde_json::to_vec(&request).unwrap(),
-    )
-    .await;
-    assert_eq!(status, StatusCode::OK);
-    let answer = Answer::parse(&request, &body);
+    let answer = answered(&request).await;
     let patch = answer.patch().map(|p| p.0).unwrap_or_default();
     assert_eq!(patch.len(), operations, "{patch:?}");
     let mut pod = request["request"]["object"].clone();
@@ -154,13 +153,7 @@ async fn review_gracegate_cannot_read_at_all_is_still_answered() {
 async fn create_without_object() {
     let mut request = review("create-deployment-pod.json");
     request["request"]["object"] = Value::Null;
-    let (status, body) = post(
-        &context(Settings::default()),
-        serde_json::to_vec(&request).unwrap(),
-    )
-    .await;
-    assert_eq!(status, StatusCode::OK);
-    assert!(Answer::parse(&request, &body).patch().is_none());
+    assert!(answered(&request).await.patch().is_none());
 }
 
 #[tokio::test]
@@ -197,13 +190,7 @@ async fn malformed_prestop_annotation_falls_back_with_a_warning(#[case] value: &
     let mut request = review("create-deployment-pod.json");
     request["request"]["object"]["metadata"]["annotations"] =
         json!({ "gracegate.io/prestop-seconds": value });
-    let (status, body) = post(
-        &context(Settings::default()),
-        serde_json::to_vec(&request).unwrap(),
-    )
-    .await;
-    assert_eq!(status, StatusCode::OK);
-    let answer = Answer::parse(&request, &body);
+    let answer = answered(&request).await;
     // The default rule still applies: D = 30 from the Ingress, so S = 40.
     assert_eq!(prestop_seconds(&answer), vec![40, 40]);
     let warnings = answer.warnings();
@@ -221,12 +208,7 @@ async fn zero_prestop_seconds_injects_no_prestop() {
     let mut request = review("create-deployment-pod.json");
     request["request"]["object"]["metadata"]["annotations"] =
         json!({ "gracegate.io/prestop-seconds": "0" });
-    let (_, body) = post(
-        &context(Settings::default()),
-        serde_json::to_vec(&request).unwrap(),
-    )
-    .await;
-    let answer = Answer::parse(&request, &body);
+    let answer = answered(&request).await;
     assert_eq!(prestop_seconds(&answer), Vec::<u64>::new());
     // The gate is still added; T = max(30, 0 + 30) leaves the grace period alone.
     let patch = serde_json::to_value(answer.patch().unwrap()).unwrap();
