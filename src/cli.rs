@@ -48,6 +48,11 @@ pub struct WatcherArgs {
     #[arg(long, env = "GRACEGATE_ADMIN_LISTEN", default_value = "0.0.0.0:8080")]
     pub admin_listen: SocketAddr,
 
+    /// gracegate's own namespace (the downward API's POD_NAMESPACE), where the leader keeps
+    /// the `gracegate-target-groups` ConfigMap; the client's default namespace if unset.
+    #[arg(long, env = "POD_NAMESPACE")]
+    pub namespace: Option<String>,
+
     /// Readiness gate condition type prefix, as given to the webhook.
     #[arg(long, env = "GRACEGATE_CONDITION_PREFIX", default_value = DEFAULT_CONDITION_PREFIX)]
     pub condition_prefix: String,
@@ -157,6 +162,11 @@ pub struct WebhookArgs {
     /// YAML/JSON files instead of watching a cluster.
     #[arg(long, env = "GRACEGATE_OBJECTS")]
     pub objects: Option<PathBuf>,
+
+    /// gracegate's own namespace (the downward API's POD_NAMESPACE), where the leader keeps
+    /// the `gracegate-target-groups` ConfigMap; the client's default namespace if unset.
+    #[arg(long, env = "POD_NAMESPACE")]
+    pub namespace: Option<String>,
 
     /// How often the certificate files are checked for a change.
     #[arg(long, env = "GRACEGATE_CERT_RELOAD_SECONDS", default_value_t = 10)]

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use futures::{StreamExt, future};
-use k8s_openapi::api::core::v1::{Namespace, Service};
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Service};
 use k8s_openapi::api::networking::v1::Ingress;
 use kube::api::Api;
 use kube::runtime::reflector::{self, ObjectRef, Store};
@@ -17,7 +17,10 @@ use serde::de::DeserializeOwned;
 use serde_json::Value;
 use tracing::{debug, info, warn};
 
+use arc_swap::ArcSwap;
+
 use crate::binding::TargetGroupBinding;
+use crate::facts::{CONFIGMAP_NAME, Records};
 use crate::inject::NamespaceObjects;
 use crate::{Error, Result};
 
@@ -28,6 +31,11 @@ pub struct Cluster {
     services: Store<Service>,
     bindings: Store<TargetGroupBinding>,
     ingresses: Store<Ingress>,
+    /// The leader's target-group records, as last read from the ConfigMap (or written by
+    /// this replica when it leads).
+    target_groups: Arc<ArcSwap<Records>>,
+    /// The ConfigMap has been listed (found or not) at least once.
+    records_loaded: Arc<AtomicBool>,
     synced: Arc<AtomicBool>,
 }
 
@@ -40,7 +48,23 @@ impl Cluster {
             services: self.services.state_filter(|s| in_ns(&s.metadata)),
             bindings: self.bindings.state_filter(|b| in_ns(&b.metadata)),
             ingresses: self.ingresses.state_filter(|i| in_ns(&i.metadata)),
+            target_groups: self.target_groups.load_full(),
         }
+    }
+
+    /// The target-group records every decision reads.
+    pub fn target_groups(&self) -> Arc<Records> {
+        self.target_groups.load_full()
+    }
+
+    /// Whether the ConfigMap has been read once (a new leader starts from it).
+    pub fn target_groups_loaded(&self) -> bool {
+        self.records_loaded.load(Ordering::Acquire)
+    }
+
+    /// Replace the records (the leader after each change; the ConfigMap reflector otherwise).
+    pub fn set_target_groups(&self, records: Records) {
+        self.target_groups.store(Arc::new(records));
     }
 
     /// True once every store holds a full initial list.
@@ -77,13 +101,20 @@ impl Cluster {
             services,
             bindings,
             ingresses,
+            target_groups: Arc::new(ArcSwap::from_pointee(objects.target_groups)),
+            records_loaded: Arc::new(AtomicBool::new(true)),
             synced: Arc::new(AtomicBool::new(true)),
         }
     }
 
     /// Stores kept up to date by reflectors. The returned future drives them (and marks the
     /// cluster synced); it runs until the process stops, retrying with backoff on errors.
-    pub fn watch(client: Client) -> (Cluster, impl Future<Output = ()> + Send + 'static) {
+    ///
+    /// `namespace` is gracegate's own: the `gracegate-target-groups` ConfigMap is read from it.
+    pub fn watch(
+        client: Client,
+        namespace: &str,
+    ) -> (Cluster, impl Future<Output = ()> + Send + 'static) {
         let (namespaces, w_ns) = reflector::store();
         let (services, w_svc) = reflector::store();
         let (bindings, w_tgb) = reflector::store();
@@ -93,19 +124,27 @@ impl Cluster {
             services,
             bindings,
             ingresses,
+            target_groups: Default::default(),
+            records_loaded: Arc::new(AtomicBool::new(false)),
             synced: Arc::new(AtomicBool::new(false)),
         };
         let synced = cluster.clone();
+        let records = cluster.target_groups.clone();
+        let loaded = cluster.records_loaded.clone();
+        let configmaps = Api::<ConfigMap>::namespaced(client.clone(), namespace);
         let drive = async move {
-            future::join5(
-                reflect(Api::<Namespace>::all(client.clone()), w_ns),
-                reflect(Api::<Service>::all(client.clone()), w_svc),
-                reflect(Api::<TargetGroupBinding>::all(client.clone()), w_tgb),
-                reflect(Api::<Ingress>::all(client), w_ing),
-                async move {
-                    synced.wait_until_synced().await;
-                    info!("caches synced");
-                },
+            future::join(
+                reflect_records(configmaps, records, loaded),
+                future::join5(
+                    reflect(Api::<Namespace>::all(client.clone()), w_ns),
+                    reflect(Api::<Service>::all(client.clone()), w_svc),
+                    reflect(Api::<TargetGroupBinding>::all(client.clone()), w_tgb),
+                    reflect(Api::<Ingress>::all(client), w_ing),
+                    async move {
+                        synced.wait_until_synced().await;
+                        info!("caches synced");
+                    },
+                ),
             )
             .await;
         };
@@ -145,6 +184,53 @@ where
         .await;
 }
 
+/// Keep `records` equal to the `gracegate-target-groups` ConfigMap: one object, watched by
+/// name. Not part of "synced": a replica without the ConfigMap (or without the RBAC to read
+/// it) still serves, sizing `S` from annotations and defaults.
+async fn reflect_records(
+    api: Api<ConfigMap>,
+    records: Arc<ArcSwap<Records>>,
+    loaded: Arc<AtomicBool>,
+) {
+    let config = watcher::Config::default()
+        .any_semantic()
+        .fields(&format!("metadata.name={CONFIGMAP_NAME}"));
+    // A relist that no longer finds the ConfigMap means it was deleted meanwhile.
+    let mut listed_one = false;
+    watcher(api, config)
+        .default_backoff()
+        .for_each(|event| {
+            match event {
+                Ok(watcher::Event::Init) => listed_one = false,
+                Ok(watcher::Event::InitApply(cm)) => {
+                    listed_one = true;
+                    records.store(Arc::new(records_of(&cm)));
+                }
+                Ok(watcher::Event::InitDone) => {
+                    if !listed_one {
+                        records.store(Arc::default());
+                    }
+                    loaded.store(true, Ordering::Release);
+                }
+                Ok(watcher::Event::Apply(cm)) => records.store(Arc::new(records_of(&cm))),
+                Ok(watcher::Event::Delete(_)) => records.store(Arc::default()),
+                Err(error) => warn!(%error, "{CONFIGMAP_NAME} watch failed; retrying"),
+            }
+            future::ready(())
+        })
+        .await;
+}
+
+/// The records a ConfigMap holds; entries that do not parse are logged and skipped.
+pub fn records_of(cm: &ConfigMap) -> Records {
+    let empty = Default::default();
+    let (records, errors) = Records::from_data(cm.data.as_ref().unwrap_or(&empty));
+    for error in errors {
+        warn!(%error, "ignoring a target-group record");
+    }
+    records
+}
+
 /// Drop what no decision reads before it is cached: managed fields and the last-applied copy
 /// of the whole object are usually most of its size.
 fn strip<K: Resource>(object: &mut K) {
@@ -161,12 +247,14 @@ pub struct Objects {
     pub services: Vec<Service>,
     pub bindings: Vec<TargetGroupBinding>,
     pub ingresses: Vec<Ingress>,
+    /// From a ConfigMap named `gracegate-target-groups`, if one is among the files.
+    pub target_groups: Records,
 }
 
 impl Objects {
     /// Read every `*.yaml`, `*.yml` and `*.json` file in `dir` (not recursive). Each may hold
-    /// several YAML documents or a `kind: List`. Kinds other than Namespace, Service, Ingress
-    /// and TargetGroupBinding are skipped.
+    /// several YAML documents or a `kind: List`. Kinds other than Namespace, Service, Ingress,
+    /// TargetGroupBinding and the `gracegate-target-groups` ConfigMap are skipped.
     pub fn load_dir(dir: &Path) -> Result<Objects> {
         let mut paths: Vec<PathBuf> = std::fs::read_dir(dir)
             .map_err(|e| Error::io(dir, e))?
@@ -217,6 +305,17 @@ impl Objects {
             "Service" => self.services.push(parse(document)?),
             "Ingress" => self.ingresses.push(parse(document)?),
             "TargetGroupBinding" => self.bindings.push(parse(document)?),
+            "ConfigMap" => {
+                let cm: ConfigMap = parse(document)?;
+                if cm.metadata.name.as_deref() == Some(CONFIGMAP_NAME) {
+                    let data = cm.data.unwrap_or_default();
+                    let (records, errors) = Records::from_data(&data);
+                    if let Some(error) = errors.into_iter().next() {
+                        return Err(error);
+                    }
+                    self.target_groups = records;
+                }
+            }
             "List" => {
                 if let Some(Value::Array(items)) = document.get("items") {
                     for item in items.clone() {

@@ -247,6 +247,7 @@ mod tests {
                 .unwrap(),
             )],
             ingresses: vec![],
+            target_groups: Default::default(),
         };
         let pod: Pod = serde_json::from_value(serde_json::json!({
             "metadata": { "name": "p", "namespace": "game-2048", "uid": "u",

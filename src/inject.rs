@@ -16,6 +16,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use crate::binding::{self, DelaySource, TargetGroupBinding, TargetType};
+use crate::facts::Records;
 use crate::timing::{self, ANNOTATION_CONTAINERS, ANNOTATION_INJECT, TimingSettings};
 
 /// The default condition type prefix, shared with the AWS Load Balancer Controller.
@@ -117,6 +118,9 @@ pub struct NamespaceObjects {
     pub services: Vec<Arc<Service>>,
     pub bindings: Vec<Arc<TargetGroupBinding>>,
     pub ingresses: Vec<Arc<Ingress>>,
+    /// What the leader learnt about target groups (facts and measured drains), from the
+    /// `gracegate-target-groups` ConfigMap; empty when there is none yet.
+    pub target_groups: Arc<Records>,
 }
 
 impl NamespaceObjects {
@@ -539,6 +543,7 @@ mod tests {
             services: vec![Arc::new(serde_json::from_str(SERVICE).unwrap())],
             bindings: vec![Arc::new(serde_json::from_str(BINDING).unwrap())],
             ingresses: vec![Arc::new(serde_json::from_str(INGRESS).unwrap())],
+            target_groups: Default::default(),
         };
         edit(&mut o);
         o

@@ -15,6 +15,7 @@ pub mod certs;
 pub mod cli;
 pub mod cluster;
 pub mod drain;
+pub mod facts;
 pub mod health;
 pub mod inject;
 pub mod metrics;

@@ -42,6 +42,17 @@ pub struct AwsLabels {
     pub outcome: &'static str,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TargetGroupLabels {
+    /// The target group's name (from its ARN), not the ARN: shorter, and what the console shows.
+    pub target_group: String,
+}
+
+/// 1 s … ~34 min: drains run from seconds (ALB, short delay) to the 300 s default and beyond.
+fn drain_histogram() -> Histogram {
+    Histogram::new(exponential_buckets(1.0, 2.0, 12))
+}
+
 pub struct Metrics {
     pub registry: Registry,
     pub admission_requests: Family<OutcomeLabels, Counter>,
@@ -51,6 +62,12 @@ pub struct Metrics {
     pub aws_requests: Family<AwsLabels, Counter>,
     pub deregistration: Histogram,
     pub terminated_before_deregistered: Counter,
+    pub terminated_while_draining: Counter,
+    pub drain: Family<TargetGroupLabels, Histogram, fn() -> Histogram>,
+    pub deregistration_lag: Histogram,
+    pub drain_releases: Family<OutcomeLabels, Counter>,
+    pub drain_release_saved: Counter<f64, std::sync::atomic::AtomicU64>,
+    pub leader: Gauge,
 }
 
 impl Default for Metrics {
@@ -100,6 +117,43 @@ impl Default for Metrics {
             "Pods whose preStop sleep ended while the load balancer still sent them traffic",
             terminated_before_deregistered.clone(),
         );
+        let terminated_while_draining = Counter::default();
+        registry.register(
+            "terminated_while_draining",
+            "Pods whose preStop sleep ended while their target was still draining (the load balancer may still route new requests to it)",
+            terminated_while_draining.clone(),
+        );
+        let drain: Family<TargetGroupLabels, Histogram, fn() -> Histogram> =
+            Family::new_with_constructor(drain_histogram);
+        registry.register(
+            "drain_seconds",
+            "Time from a pod's deletion to its target no longer listed, per target group",
+            drain.clone(),
+        );
+        let deregistration_lag = Histogram::new(exponential_buckets(0.25, 2.0, 12));
+        registry.register(
+            "deregistration_lag_seconds",
+            "Time from a pod's deletion to the load balancer's first draining answer for its target (the controller's lag)",
+            deregistration_lag.clone(),
+        );
+        let drain_releases = Family::<OutcomeLabels, Counter>::default();
+        registry.register(
+            "drain_releases",
+            "Drain-release pods by how their wait ended: released, ceiling_reached, aws_error",
+            drain_releases.clone(),
+        );
+        let drain_release_saved = Counter::<f64, std::sync::atomic::AtomicU64>::default();
+        registry.register(
+            "drain_release_saved_seconds",
+            "Seconds of preStop ceiling that drain release saved, summed over pods",
+            drain_release_saved.clone(),
+        );
+        let leader = Gauge::default();
+        registry.register(
+            "leader",
+            "1 on the replica that holds the Lease and runs the watcher, else 0",
+            leader.clone(),
+        );
         Metrics {
             registry,
             admission_requests,
@@ -109,6 +163,12 @@ impl Default for Metrics {
             aws_requests,
             deregistration,
             terminated_before_deregistered,
+            terminated_while_draining,
+            drain,
+            deregistration_lag,
+            drain_releases,
+            drain_release_saved,
+            leader,
         }
     }
 }

@@ -56,7 +56,11 @@ pub async fn run_serve(args: ServeArgs) -> Result<()> {
 /// `gracegate watcher`.
 pub async fn run_watcher(args: WatcherArgs) -> Result<()> {
     let client = Client::try_default().await?;
-    let (cluster, drive) = Cluster::watch(client.clone());
+    let namespace = args
+        .namespace
+        .clone()
+        .unwrap_or_else(|| client.default_namespace().to_string());
+    let (cluster, drive) = Cluster::watch(client.clone(), &namespace);
     tokio::spawn(drive);
     let health = Health::default();
     health.tls_loaded.store(true, Ordering::Release); // no TLS in this mode
@@ -150,10 +154,12 @@ async fn lead(
                     settings.clone(),
                 );
                 running = Some(tokio::spawn(task));
+                context.metrics.leader.set(1);
             }
             (false, Some(task)) => {
                 warn!(%identity, "lost the lease: no longer writing conditions");
                 task.abort();
+                context.metrics.leader.set(0);
                 context.health.pods_syncing.store(false, Ordering::Release);
             }
             (_, task) => running = task,

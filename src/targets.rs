@@ -371,6 +371,7 @@ mod tests {
             services: vec![Arc::new(serde_json::from_str(SERVICE).unwrap())],
             bindings: vec![Arc::new(serde_json::from_str(BINDING).unwrap())],
             ingresses: vec![Arc::new(serde_json::from_str(INGRESS).unwrap())],
+            target_groups: Default::default(),
         };
         edit(&mut o);
         o

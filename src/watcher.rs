@@ -752,6 +752,7 @@ mod tests {
                 .unwrap(),
             )],
             ingresses: vec![],
+            target_groups: Default::default(),
         }
     }
 

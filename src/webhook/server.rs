@@ -154,7 +154,11 @@ pub async fn prepare(args: &WebhookArgs, client: Option<Client>) -> Result<(Cont
                 PrestopMode::Auto => Some(server_version(&client).await?),
                 _ => None,
             };
-            let (cluster, drive) = Cluster::watch(client);
+            let namespace = args
+                .namespace
+                .clone()
+                .unwrap_or_else(|| client.default_namespace().to_string());
+            let (cluster, drive) = Cluster::watch(client, &namespace);
             tokio::spawn(drive);
             (cluster, args.inject.prestop_mode.resolve(version))
         }
