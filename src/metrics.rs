@@ -65,8 +65,6 @@ pub struct Metrics {
     pub terminated_while_draining: Counter,
     pub drain: Family<TargetGroupLabels, Histogram, fn() -> Histogram>,
     pub deregistration_lag: Histogram,
-    pub drain_releases: Family<OutcomeLabels, Counter>,
-    pub drain_release_saved: Counter<f64, std::sync::atomic::AtomicU64>,
     pub leader: Gauge,
 }
 
@@ -136,18 +134,6 @@ impl Default for Metrics {
             "Time from a pod's deletion to the load balancer's first draining answer for its target (the controller's lag)",
             deregistration_lag.clone(),
         );
-        let drain_releases = Family::<OutcomeLabels, Counter>::default();
-        registry.register(
-            "drain_releases",
-            "Drain-release pods by how their wait ended: released, ceiling_reached, aws_error",
-            drain_releases.clone(),
-        );
-        let drain_release_saved = Counter::<f64, std::sync::atomic::AtomicU64>::default();
-        registry.register(
-            "drain_release_saved_seconds",
-            "Seconds of preStop ceiling that drain release saved, summed over pods",
-            drain_release_saved.clone(),
-        );
         let leader = Gauge::default();
         registry.register(
             "leader",
@@ -166,8 +152,6 @@ impl Default for Metrics {
             terminated_while_draining,
             drain,
             deregistration_lag,
-            drain_releases,
-            drain_release_saved,
             leader,
         }
     }
