@@ -109,13 +109,13 @@ pub async fn elb(fake: &FakeElb, metrics: Arc<Metrics>, options: ElbOptions) -> 
 }
 
 pub fn settings(gate_timeout: Option<Duration>) -> WatcherSettings {
-    WatcherSettings {
-        gates: GateSettings {
+    WatcherSettings::gates(
+        GateSettings {
             condition_prefix: "target-health.elbv2.k8s.aws".into(),
             gate_timeout,
         },
-        tick: Duration::from_secs(1),
-    }
+        Duration::from_secs(1),
+    )
 }
 
 /// A request the mock API server received.
