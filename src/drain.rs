@@ -88,7 +88,7 @@ pub fn observe(d: &mut Departure, health: Option<&TargetHealth>, now: Timestamp)
         d.draining_at.get_or_insert(now);
         // One report per departure: a target already reported healthy past its sleep is not
         // reported again for draining.
-        if now > d.prestop_ends && !d.warned {
+        if now >= d.prestop_ends && !d.warned {
             d.draining_after_prestop = true;
         }
     }
@@ -97,7 +97,7 @@ pub fn observe(d: &mut Departure, health: Option<&TargetHealth>, now: Timestamp)
             draining_after_prestop: d.draining_after_prestop.then(|| since(d.prestop_ends)),
         };
     }
-    if state == Some(&TargetState::Healthy) && now > d.prestop_ends && !d.warned {
+    if state == Some(&TargetState::Healthy) && now >= d.prestop_ends && !d.warned {
         d.warned = true;
         d.draining_after_prestop = false;
         return Step::StillHealthyAfterPrestop {

@@ -348,10 +348,14 @@ impl Watcher {
         let mut gone_by_namespace: BTreeMap<String, Vec<Arc<Pod>>> = BTreeMap::new();
         for pod in gone {
             let mut pod = pod.clone();
-            // Deleted without a grace period: it was gone the moment we heard of it.
+            // Deleted without a grace period: it was gone, sleep and all, the moment we
+            // heard of it.
             if pod.metadata.deletion_timestamp.is_none() {
                 pod.metadata.deletion_timestamp = Some(now.clone());
                 pod.metadata.deletion_grace_period_seconds = Some(0);
+                for c in pod.spec.iter_mut().flat_map(|s| s.containers.iter_mut()) {
+                    c.lifecycle = None;
+                }
             }
             let ns = pod.metadata.namespace.clone().unwrap_or_default();
             gone_by_namespace.entry(ns).or_default().push(Arc::new(pod));
