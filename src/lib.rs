@@ -19,6 +19,7 @@ pub mod facts;
 pub mod health;
 pub mod inject;
 pub mod metrics;
+pub mod plan;
 pub mod serve;
 pub mod targets;
 pub mod timing;

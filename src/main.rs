@@ -19,6 +19,12 @@ async fn main() -> anyhow::Result<()> {
             .await
             .context("watcher")?,
         Command::Serve(args) => gracegate::serve::run_serve(args).await.context("serve")?,
+        Command::Plan(args) => {
+            print!(
+                "{}",
+                gracegate::plan::cluster::run(&args).await.context("plan")?
+            );
+        }
         Command::Certs(args) => {
             let bundle =
                 gracegate::certs::generate(&args.service, &args.namespace, args.valid_days)?;
