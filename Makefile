@@ -55,6 +55,7 @@ bench: $(BENCH_TOOLS)/bin/oha
 	$(CARGO) bench --locked --bench inject
 	$(CARGO) bench --locked --bench watcher_memory
 	$(CARGO) bench --locked --bench watcher_latency
+	$(CARGO) bench --locked --bench watcher_records
 	OHA=$(abspath $(BENCH_TOOLS))/bin/oha benches/webhook_load.sh
 
 $(BENCH_TOOLS)/bin/oha:
