@@ -106,3 +106,101 @@ fn bad_input_is_a_clear_error() {
     assert_eq!(code, 2, "clap refuses it: {err}");
     assert!(err.contains("--namespace"), "{err}");
 }
+
+/// `plan --from-cluster`'s reads, against a tower-test API mock: only GETs, exactly these
+/// paths, and the plan the webhook's rule gives for the Deployment's pod template.
+mod from_cluster {
+    use std::sync::{Arc, Mutex};
+
+    use axum::http::{Method, Request, Response};
+    use gracegate::plan::cluster::read;
+    use gracegate::timing::TimingSettings;
+    use http_body_util::BodyExt;
+    use kube::client::Body;
+    use serde_json::{Value, json};
+
+    fn fixture(path: &str) -> Value {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(path);
+        serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap()
+    }
+
+    fn list(kind: &str, items: Vec<Value>) -> Value {
+        json!({ "apiVersion": "v1", "kind": format!("{kind}List"), "metadata": { "resourceVersion": "1" }, "items": items })
+    }
+
+    /// The 2048 Deployment: the recorded pod's template, 4 replicas, maxSurge 1, maxUnavailable 0.
+    fn deployment() -> Value {
+        let pod = fixture("admission/create-deployment-pod.json")["request"]["object"].clone();
+        json!({
+            "apiVersion": "apps/v1", "kind": "Deployment",
+            "metadata": { "name": "deployment-2048", "namespace": "game-2048" },
+            "spec": {
+                "replicas": 4,
+                "selector": { "matchLabels": { "app.kubernetes.io/name": "app-2048" } },
+                "strategy": { "type": "RollingUpdate", "rollingUpdate": { "maxSurge": 1, "maxUnavailable": 0 } },
+                "template": { "metadata": { "labels": pod["metadata"]["labels"] }, "spec": pod["spec"] },
+            },
+        })
+    }
+
+    /// The leader's records: 6 drains (p99 61 s) on an NLB target group checked every 10 s, 2 to healthy.
+    fn records() -> Value {
+        let drains: Vec<Value> = (0..6)
+            .map(|n| json!({ "at": format!("2026-11-30T08:0{n}:00Z"), "drainSeconds": 50 + 2 * n + if n == 5 { 1 } else { 0 } }))
+            .collect();
+        let record = json!({
+            "targetGroupArn": "arn:aws:elasticloadbalancing:ap-northeast-1:123456789012:targetgroup/k8s-game2048-service2-6f5e3c2a1b/0123456789abcdef",
+            "facts": { "protocol": "TCP", "loadBalancer": "network",
+                       "healthCheck": { "intervalSeconds": 10, "healthyThreshold": 2 }, "deregistrationDelaySeconds": 300 },
+            "drains": drains,
+        });
+        json!({ "apiVersion": "v1", "kind": "ConfigMap",
+                "metadata": { "name": "gracegate-target-groups", "namespace": "gracegate-system" },
+                "data": { "k8s-game2048-service2-6f5e3c2a1b.0123456789abcdef": record.to_string() } })
+    }
+
+    #[tokio::test]
+    async fn reads_only_and_plans_from_the_records() {
+        let (service, mut handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
+        let seen: Arc<Mutex<Vec<(Method, String)>>> = Arc::default();
+        let record = seen.clone();
+        let server = tokio::spawn(async move {
+            while let Some((request, send)) = handle.next_request().await {
+                let (method, path) = (request.method().clone(), request.uri().path().to_string());
+                let _ = request.into_body().collect().await;
+                record.lock().unwrap().push((method, path.clone()));
+                let body = match path.as_str() {
+                    "/apis/apps/v1/namespaces/game-2048/deployments/deployment-2048" => deployment(),
+                    "/api/v1/namespaces/game-2048" => fixture("cluster/namespace.json"),
+                    "/api/v1/namespaces/game-2048/services" => list("Service", vec![fixture("cluster/service.json")]),
+                    "/apis/elbv2.k8s.aws/v1beta1/namespaces/game-2048/targetgroupbindings" => {
+                        list("TargetGroupBinding", vec![fixture("cluster/targetgroupbinding.json")])
+                    }
+                    "/apis/networking.k8s.io/v1/namespaces/game-2048/ingresses" => list("Ingress", vec![]),
+                    "/api/v1/namespaces/gracegate-system/configmaps/gracegate-target-groups" => records(),
+                    other => panic!("unexpected request {other}"),
+                };
+                send.send_response(Response::builder().status(200).body(Body::from(serde_json::to_vec(&body).unwrap())).unwrap());
+            }
+        });
+        let client = kube::Client::new(service, "default");
+        let got = read(client, "game-2048", "deployment-2048", "gracegate-system", &TimingSettings::default(), 10, None)
+            .await
+            .unwrap();
+        server.abort();
+
+        let seen = seen.lock().unwrap().clone();
+        assert!(seen.iter().all(|(m, _)| m == Method::GET), "read-only: {seen:?}");
+        assert_eq!(seen.len(), 6, "{seen:?}");
+        // No Ingress: D is the target group's own 300 s; the measured p99 (61 s) + 5 is smaller.
+        assert_eq!(got.timing.prestop_seconds, 120);
+        assert_eq!(got.timing.prestop_source.as_str(), "deregistration-delay");
+        assert_eq!((got.shape.replicas, got.shape.max_surge.as_str(), got.shape.max_unavailable.as_str()), (4, "1", "0"));
+        assert_eq!(got.load_balancer.kind, gracegate::facts::LoadBalancerKind::Network);
+        assert_eq!((got.load_balancer.health_check_interval_seconds, got.load_balancer.healthy_threshold), (10, 2));
+        assert_eq!(got.load_balancer.measured.as_ref().map(|m| m.p99_seconds), Some(61.0));
+        let report = gracegate::plan::plan(&TimingSettings::default(), &got.load_balancer, &got.shape, Some(got.timing)).unwrap();
+        assert_eq!((report.rollout.waves, report.rollout.seconds), (4, 120));
+        assert!(report.risks.iter().any(|r| r.text.contains("AWS default")), "{:#?}", report.risks);
+    }
+}
