@@ -40,6 +40,9 @@ pub enum Command {
     Serve(ServeArgs),
     /// Make a CA and a serving certificate for the webhook.
     Certs(CertsArgs),
+    /// Report the workloads behind TargetGroupBindings that will drop requests on their next
+    /// rollout, with the fix (read-only; exit code 3 when a finding reaches --fail-on).
+    Audit(crate::audit::shell::AuditArgs),
 }
 
 #[derive(Debug, Args)]
