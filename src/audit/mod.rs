@@ -556,51 +556,65 @@ impl Ctx<'_> {
             return;
         };
         let chosen = chosen_containers(&self.workload.template);
+        let mut short = Vec::new();
+        let mut missing = Vec::new();
         for c in &spec.containers {
             if chosen.as_ref().is_some_and(|n| !n.contains(&c.name)) {
                 continue;
             }
-            let own = c.lifecycle.as_ref().and_then(|l| l.pre_stop.as_ref());
-            match own {
+            match c.lifecycle.as_ref().and_then(|l| l.pre_stop.as_ref()) {
                 Some(handler) => {
                     if let Some(n) = inject::sleep_seconds(handler)
                         && n < u64::from(s)
                     {
-                        self.add(
-                            Severity::Risk,
-                            Check::PrestopTooShort,
-                            format!(
-                                "container {}: its own preStop sleeps {n}s, shorter than the {s}s the \
-                                 load balancer needs; gracegate never replaces a container's preStop",
-                                c.name
-                            ),
-                            format!(
-                                "set lifecycle.preStop.sleep.seconds: {s} on container {} (or remove its \
-                                 preStop and let gracegate add one)",
-                                c.name
-                            ),
-                        );
+                        short.push((c.name.clone(), n));
                     }
                 }
-                None if !injected && s > 0 => self.add(
-                    Severity::Risk,
-                    Check::NoPrestop,
-                    format!(
-                        "container {} has no preStop and gracegate does not add one here: it stops \
-                         while the load balancer still sends it requests",
-                        c.name
-                    ),
-                    format!(
-                        "let gracegate inject (see namespace-not-labelled/opted-out), or set \
-                         lifecycle.preStop.sleep.seconds: {s} on container {}",
-                        c.name
-                    ),
-                ),
+                None if !injected && s > 0 => missing.push(c.name.clone()),
                 None => {}
             }
         }
-        if !injected && let Some((own, needed)) = plan.grace {
-            let own = own.unwrap_or(crate::timing::DEFAULT_GRACE_PERIOD_SECONDS);
+        if !short.is_empty() {
+            let sleeps: Vec<String> = (short.iter())
+                .map(|(name, n)| format!("container {name} sleeps {n}s"))
+                .collect();
+            let names: Vec<&str> = short.iter().map(|(name, _)| name.as_str()).collect();
+            self.add(
+                Severity::Risk,
+                Check::PrestopTooShort,
+                format!(
+                    "its own preStop is shorter than the {s}s the load balancer needs ({}); gracegate \
+                     never replaces a container's preStop",
+                    sleeps.join(", ")
+                ),
+                format!(
+                    "set lifecycle.preStop.sleep.seconds: {s} on container {} (or remove the preStop and \
+                     let gracegate add one)",
+                    names.join(", ")
+                ),
+            );
+        }
+        if !missing.is_empty() {
+            self.add(
+                Severity::Risk,
+                Check::NoPrestop,
+                format!(
+                    "container {} has no preStop and gracegate adds none here: it stops while the load \
+                     balancer still sends it requests",
+                    missing.join(", ")
+                ),
+                format!(
+                    "let gracegate inject (see namespace-not-labelled or opted-out), or set \
+                     lifecycle.preStop.sleep.seconds: {s} on container {}",
+                    missing.join(", ")
+                ),
+            );
+        }
+        if !injected
+            && let Some((own, needed)) = plan.grace
+            && let own = own.unwrap_or(crate::timing::DEFAULT_GRACE_PERIOD_SECONDS)
+            && own < needed
+        {
             self.add(
                 Severity::Risk,
                 Check::GraceTooShort,
