@@ -8,7 +8,7 @@ ADMIN   ?= 127.0.0.1:8080
 VENV    ?= .venv
 MOTO_VERSION ?= 5.2.5
 
-.PHONY: run test certs build release bench lint fmt clean review
+.PHONY: run test certs build release bench lint fmt clean review install install-bin
 
 ## run: serve the webhook on https://$(LISTEN)/mutate (admin on http://$(ADMIN)) with
 ## dev certificates and the example objects; no cluster needed.
@@ -44,6 +44,19 @@ review:
 
 build:
 	$(CARGO) build --locked
+
+## install: build the release binary and put it in $(PREFIX)/bin as `gracegate` and as the
+## kubectl plugin `kubectl-gracegate` (so `kubectl gracegate audit` works with $(PREFIX)/bin
+## on PATH). `install-bin BIN=path` installs an already built binary.
+PREFIX ?= $(HOME)/.local
+BIN    ?= $(or $(CARGO_TARGET_DIR),target)/release/gracegate
+install: release
+	$(MAKE) --no-print-directory install-bin BIN=$(BIN) PREFIX=$(PREFIX)
+
+install-bin:
+	install -d $(PREFIX)/bin
+	install -m 0755 $(BIN) $(PREFIX)/bin/gracegate
+	ln -sf gracegate $(PREFIX)/bin/kubectl-gracegate
 
 release:
 	$(CARGO) build --release --locked

@@ -661,7 +661,7 @@ impl Ctx<'_> {
                 (
                     Severity::Risk,
                     format!(
-                        "; {without_prestop} of them also have no preStop, so the next rollout stops them while the load balancer still sends them requests"
+                        "; {without_prestop} of them have no preStop either, so the next rollout stops them while the load balancer still sends them requests"
                     ),
                 )
             } else {
@@ -758,17 +758,20 @@ impl Ctx<'_> {
         if let Some((d, source)) = delay {
             let needed = d.saturating_add(crate::timing::DELAY_MARGIN_SECONDS);
             if d == AWS_DEFAULT_DEREGISTRATION_DELAY {
-                let capped = if needed > max {
-                    format!(", and the preStop is capped at {max}s, so the pod may stop while still draining")
+                let cost = if needed > max {
+                    format!(
+                        "pods would need a {needed}s preStop, over the {max}s cap, so they may stop \
+                         while their target is still draining"
+                    )
                 } else {
-                    String::new()
+                    format!("every replaced pod waits {needed}s to stop")
                 };
                 self.add(
                     Severity::Warn,
                     Check::DeregistrationDelayDefault,
                     format!(
                         "TargetGroupBinding {name}: deregistration delay is the AWS default of 300s \
-                         ({source}): every replaced pod waits {needed}s to stop{capped}"
+                         ({source}), rarely what was meant: {cost}"
                     ),
                     delay_fix(served),
                 );
