@@ -113,6 +113,8 @@ pub fn service_port<'a>(service: &'a Service, port: &IntOrString) -> Option<&'a 
 pub enum DelaySource {
     Service(String),
     Ingress(String),
+    /// The target group's own attribute, as the watcher last read it.
+    TargetGroup(String),
 }
 
 impl std::fmt::Display for DelaySource {
@@ -120,6 +122,7 @@ impl std::fmt::Display for DelaySource {
         match self {
             DelaySource::Service(name) => write!(f, "Service {name}"),
             DelaySource::Ingress(name) => write!(f, "Ingress {name}"),
+            DelaySource::TargetGroup(name) => write!(f, "target group {name}"),
         }
     }
 }

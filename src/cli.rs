@@ -105,6 +105,11 @@ pub struct WatchArgs {
     /// Time between target health checks while any gate is pending.
     #[arg(long, env = "GRACEGATE_TICK", default_value = "1s", value_parser = parse_duration)]
     pub tick: std::time::Duration,
+
+    /// How often a gated target group's facts (DescribeTargetGroups and
+    /// DescribeTargetGroupAttributes) are read again, at most.
+    #[arg(long, env = "GRACEGATE_FACTS_REFRESH", default_value = "10m", value_parser = parse_duration)]
+    pub facts_refresh: std::time::Duration,
 }
 
 #[derive(Clone, Debug, Args)]
@@ -198,6 +203,11 @@ pub struct InjectArgs {
     #[arg(long, env = "GRACEGATE_SHUTDOWN_BUDGET_SECONDS", default_value_t = 30)]
     pub shutdown_budget_seconds: u32,
 
+    /// Added to a target group's measured p99 drain (once 5 drains are measured) for the
+    /// preStop sleep.
+    #[arg(long, env = "GRACEGATE_DRAIN_MARGIN_SECONDS", default_value_t = 5)]
+    pub drain_margin_seconds: u32,
+
     /// `sleep`: native preStop sleep action (Kubernetes ≥ 1.30); `exec`: /bin/sh -c "sleep S";
     /// `auto`: by the API server's version, read once at start (`sleep` with --objects).
     #[arg(long, env = "GRACEGATE_PRESTOP_MODE", value_enum, default_value_t = PrestopMode::Auto)]
@@ -262,6 +272,7 @@ impl InjectArgs {
                 prestop_seconds: self.prestop_seconds,
                 max_prestop_seconds: self.max_prestop_seconds,
                 shutdown_budget_seconds: self.shutdown_budget_seconds,
+                drain_margin_seconds: self.drain_margin_seconds,
             },
             prestop_action,
             condition_prefix: self.condition_prefix.clone(),

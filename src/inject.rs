@@ -17,7 +17,12 @@ use serde_json::{Value, json};
 
 use crate::binding::{self, DelaySource, TargetGroupBinding, TargetType};
 use crate::facts::Records;
-use crate::timing::{self, ANNOTATION_CONTAINERS, ANNOTATION_INJECT, TimingSettings};
+use crate::facts::{LoadBalancerKind, name_from_arn};
+use crate::targets::TargetGroup;
+use crate::timing::{
+    self, ANNOTATION_CONTAINERS, ANNOTATION_INJECT, ANNOTATION_PRESTOP_SOURCE, Evidence,
+    MeasuredDrain, PrestopSource, TimingSettings,
+};
 
 /// The default condition type prefix, shared with the AWS Load Balancer Controller.
 pub const DEFAULT_CONDITION_PREFIX: &str = "target-health.elbv2.k8s.aws";
@@ -155,6 +160,17 @@ impl Skip {
     }
 }
 
+/// How `gracegate.io/prestop-source` goes onto the pod.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AnnotationAdd {
+    /// The pod has no annotations: add the map.
+    Map,
+    /// Add the key to the pod's annotations.
+    Key,
+    /// The pod says another source (copied from an older pod's manifest): ours is current.
+    Replace,
+}
+
 /// A container that gets a preStop.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PrestopAdd {
@@ -165,7 +181,7 @@ pub struct PrestopAdd {
 }
 
 /// What to add to one pod.
-#[derive(Clone, Debug, PartialEq, Eq, Default)]
+#[derive(Clone, Debug, PartialEq, Default)]
 pub struct Plan {
     pub skip: Option<Skip>,
     /// New readiness gate condition types, in binding-name order.
@@ -173,6 +189,10 @@ pub struct Plan {
     pub has_gates: bool,
     pub prestops: Vec<PrestopAdd>,
     pub prestop_seconds: u32,
+    /// Which rule gave `prestop_seconds` (`None` when the pod was skipped).
+    pub prestop_source: Option<PrestopSource>,
+    /// `gracegate.io/prestop-source` to write, and how.
+    pub source_annotation: Option<(AnnotationAdd, &'static str)>,
     pub prestop_action: Option<PrestopAction>,
     /// `(pod's own, new)` when the grace period must rise.
     pub grace: Option<(Option<i64>, i64)>,
@@ -190,7 +210,10 @@ impl Plan {
     }
 
     pub fn is_empty(&self) -> bool {
-        self.gates.is_empty() && self.prestops.is_empty() && self.grace.is_none()
+        self.gates.is_empty()
+            && self.prestops.is_empty()
+            && self.grace.is_none()
+            && self.source_annotation.is_none()
     }
 
     /// The JSONPatch for the pod the plan was made for: `add` operations only, except that
@@ -220,6 +243,17 @@ impl Plan {
                     ops.push(add(&path, json!({ "preStop": handler })));
                 }
             }
+        }
+        if let Some((how, value)) = self.source_annotation {
+            let key = ANNOTATION_PRESTOP_SOURCE;
+            ops.push(match how {
+                AnnotationAdd::Map => add(&["metadata", "annotations"], json!({ key: value })),
+                AnnotationAdd::Key => add(&["metadata", "annotations", key], json!(value)),
+                AnnotationAdd::Replace => PatchOperation::Replace(ReplaceOperation {
+                    path: PointerBuf::from_tokens(["metadata", "annotations", key]),
+                    value: json!(value),
+                }),
+            });
         }
         if let Some((own, new)) = self.grace {
             let path = PointerBuf::from_tokens(["spec", "terminationGracePeriodSeconds"]);
@@ -362,19 +396,9 @@ pub fn plan(pod: &PodView, objects: &NamespaceObjects, settings: &Settings) -> P
     }
 
     // 2. Timing, from the slowest target group serving the pod.
-    let delay: Option<(u32, DelaySource)> = served
-        .iter()
-        .filter_map(|s| {
-            binding::deregistration_delay(
-                s.binding,
-                s.service,
-                objects.ingresses.iter().map(|i| i.as_ref()),
-            )
-        })
-        .max_by_key(|(d, _)| *d);
     let mut timing = timing::timing(
         &settings.timing,
-        delay,
+        &evidence(&served, objects),
         pod.metadata.annotations.as_ref(),
         namespace.metadata.annotations.as_ref(),
     );
@@ -425,6 +449,19 @@ pub fn plan(pod: &PodView, objects: &NamespaceObjects, settings: &Settings) -> P
         ));
     }
 
+    // 5. Where S came from, on the pod, whenever S shaped it.
+    let annotations = pod.metadata.annotations.as_ref();
+    let source = timing.prestop_source.as_str();
+    let source_annotation = (!prestops.is_empty() || grace.is_some())
+        .then(|| match annotations.and_then(|a| a.get(ANNOTATION_PRESTOP_SOURCE)) {
+            Some(v) if v == source => None,
+            Some(_) => Some(AnnotationAdd::Replace),
+            None if annotations.is_some() => Some(AnnotationAdd::Key),
+            None => Some(AnnotationAdd::Map),
+        })
+        .flatten()
+        .map(|how| (how, source));
+
     Plan {
         skip: None,
         has_gates: !existing.is_empty() || spec.readiness_gates.is_some(),
@@ -432,9 +469,64 @@ pub fn plan(pod: &PodView, objects: &NamespaceObjects, settings: &Settings) -> P
         prestop_action: (!prestops.is_empty()).then_some(settings.prestop_action),
         prestops,
         prestop_seconds,
+        prestop_source: Some(timing.prestop_source),
+        source_annotation,
         grace,
         warnings,
     }
+}
+
+/// What the load balancer side says about the target groups of `served`: the largest `D`
+/// (a binding's annotation, else its target group's attribute), the largest measured p99,
+/// and the network load balancers still without enough drains measured.
+pub fn evidence(served: &[Served<'_>], objects: &NamespaceObjects) -> Evidence {
+    let mut out = Evidence::default();
+    for s in served {
+        let group = TargetGroup::of(s.binding);
+        let record = group.as_ref().and_then(|g| objects.target_groups.get(g));
+        let name = || {
+            group
+                .as_ref()
+                .map(|g| match g {
+                    TargetGroup::Arn(arn) => name_from_arn(arn).unwrap_or(arn).to_string(),
+                    TargetGroup::Name(name) => name.clone(),
+                })
+                .unwrap_or_default()
+        };
+        let delay = binding::deregistration_delay(
+            s.binding,
+            s.service,
+            objects.ingresses.iter().map(|i| i.as_ref()),
+        )
+        .or_else(|| {
+            let d = record?.deregistration_delay()?;
+            Some((d, DelaySource::TargetGroup(name())))
+        });
+        if let Some((d, source)) = delay
+            && out.delay.as_ref().is_none_or(|(max, _)| d > *max)
+        {
+            out.delay = Some((d, source));
+        }
+        let Some(record) = record else { continue };
+        match record.measured_p99() {
+            Some(p99) => {
+                if out.measured.as_ref().is_none_or(|m| p99 > m.p99_seconds) {
+                    out.measured = Some(MeasuredDrain {
+                        p99_seconds: p99,
+                        count: record.drain.as_ref().map_or(0, |d| d.count),
+                        target_group: name(),
+                    });
+                }
+            }
+            None if record.load_balancer() == Some(LoadBalancerKind::Network) => {
+                out.unmeasured_nlbs.push(name())
+            }
+            None => {}
+        }
+    }
+    out.unmeasured_nlbs.sort();
+    out.unmeasured_nlbs.dedup();
+    out
 }
 
 /// `gracegate.io/inject: "false"`. Anything but `"true"`/`"false"` is a warning and means inject.

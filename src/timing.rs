@@ -1,21 +1,27 @@
-//! The timing rule: deregistration delay `D` → preStop sleep `S` → termination grace `T`.
+//! The timing rule: what the load balancer needs → preStop sleep `S` → termination grace `T`.
 //!
-//! * `S` = pod annotation > namespace annotation > `D + 10` capped at `max_prestop_seconds`
-//!   > `prestop_seconds`.
+//! * `S` = pod annotation > namespace annotation > the largest of `D + 10` (`D`: the
+//!   deregistration delay, from an annotation else the target group's attribute) and the
+//!   measured p99 drain + margin (once [`MIN_DRAINS`] are measured), capped at
+//!   `max_prestop_seconds` > `prestop_seconds`.
 //! * `T` = max(pod's own, `S` + shutdown budget), the budget being pod annotation > namespace
 //!   annotation > `shutdown_budget_seconds`.
 //!
-//! With D = 30: S = 40, T = 70. Pure: malformed input becomes a warning, never an error.
+//! With D = 30 and nothing measured: S = 40, T = 70. Pure: malformed input becomes a warning,
+//! never an error.
 
 use std::collections::BTreeMap;
 
 use crate::binding::DelaySource;
+use crate::facts::MIN_DRAINS;
 
 /// Every annotation gracegate reads lives under this prefix.
 pub const ANNOTATION_INJECT: &str = "gracegate.io/inject";
 pub const ANNOTATION_PRESTOP_SECONDS: &str = "gracegate.io/prestop-seconds";
 pub const ANNOTATION_SHUTDOWN_BUDGET_SECONDS: &str = "gracegate.io/shutdown-budget-seconds";
 pub const ANNOTATION_CONTAINERS: &str = "gracegate.io/containers";
+/// Written by gracegate: which rule gave `S`.
+pub const ANNOTATION_PRESTOP_SOURCE: &str = "gracegate.io/prestop-source";
 
 /// Seconds the app gets after the deregistration delay to finish in-flight requests.
 pub const DELAY_MARGIN_SECONDS: u32 = 10;
@@ -26,12 +32,14 @@ pub const AWS_DEFAULT_DEREGISTRATION_DELAY: u32 = 300;
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct TimingSettings {
-    /// `S` when neither an annotation nor the deregistration delay says otherwise.
+    /// `S` when neither an annotation nor the load balancer says otherwise.
     pub prestop_seconds: u32,
-    /// Cap on `S`, for the deregistration-delay rule and for annotations alike.
+    /// Cap on `S`, for the load-balancer rules and for annotations alike.
     pub max_prestop_seconds: u32,
     /// Added to `S` to give `T`.
     pub shutdown_budget_seconds: u32,
+    /// Added to the measured p99 drain.
+    pub drain_margin_seconds: u32,
 }
 
 impl Default for TimingSettings {
@@ -40,20 +48,54 @@ impl Default for TimingSettings {
             prestop_seconds: 40,
             max_prestop_seconds: 120,
             shutdown_budget_seconds: 30,
+            drain_margin_seconds: 5,
         }
     }
 }
 
+/// The measured p99 drain of the slowest target group serving a pod.
+#[derive(Clone, Debug, PartialEq)]
+pub struct MeasuredDrain {
+    pub p99_seconds: f64,
+    /// Drains measured.
+    pub count: usize,
+    pub target_group: String,
+}
+
+/// What the load balancer side says about a pod's target groups.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Evidence {
+    /// The largest `D` among them, and where it was read.
+    pub delay: Option<(u32, DelaySource)>,
+    /// The largest p99 among those with at least [`MIN_DRAINS`] drains measured.
+    pub measured: Option<MeasuredDrain>,
+    /// Network load balancer target groups with fewer than [`MIN_DRAINS`] drains measured.
+    pub unmeasured_nlbs: Vec<String>,
+}
+
 /// Where `S` came from.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq)]
 pub enum PrestopSource {
     PodAnnotation,
     NamespaceAnnotation,
     DeregistrationDelay(u32, DelaySource),
+    MeasuredDrain(MeasuredDrain),
     Default,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq)]
+impl PrestopSource {
+    /// The value of the `gracegate.io/prestop-source` annotation.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            PrestopSource::PodAnnotation | PrestopSource::NamespaceAnnotation => "annotation",
+            PrestopSource::DeregistrationDelay(..) => "deregistration-delay",
+            PrestopSource::MeasuredDrain(_) => "measured-drain",
+            PrestopSource::Default => "default",
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq)]
 pub struct Timing {
     /// `S`; 0 means "inject no preStop".
     pub prestop_seconds: u32,
@@ -74,11 +116,41 @@ impl Timing {
 /// The API server's default `terminationGracePeriodSeconds`.
 pub const DEFAULT_GRACE_PERIOD_SECONDS: i64 = 30;
 
-/// Apply the timing rule. `delay` is the largest deregistration delay among the pod's target
-/// groups, when one is known.
+/// `S` from the load balancer's side alone: the largest of `D + 10` and the measured p99 +
+/// margin, uncapped, with its source; `None` when neither is known.
+pub fn wanted_prestop(settings: &TimingSettings, evidence: &Evidence) -> Option<(u32, PrestopSource)> {
+    let from_delay = evidence.delay.as_ref().map(|(d, source)| {
+        (
+            d.saturating_add(DELAY_MARGIN_SECONDS),
+            PrestopSource::DeregistrationDelay(*d, source.clone()),
+        )
+    });
+    let from_drains = evidence.measured.as_ref().map(|m| {
+        (
+            seconds_up(m.p99_seconds).saturating_add(settings.drain_margin_seconds),
+            PrestopSource::MeasuredDrain(m.clone()),
+        )
+    });
+    match (from_delay, from_drains) {
+        (Some(d), Some(m)) if m.0 > d.0 => Some(m),
+        (Some(d), _) => Some(d),
+        (None, m) => m,
+    }
+}
+
+/// Whole seconds, rounded up; odd values (NaN, negative, huge) stay within `u32`.
+fn seconds_up(s: f64) -> u32 {
+    if s.is_finite() && s > 0.0 {
+        s.ceil().min(f64::from(u32::MAX)) as u32
+    } else {
+        0
+    }
+}
+
+/// Apply the timing rule.
 pub fn timing(
     settings: &TimingSettings,
-    delay: Option<(u32, DelaySource)>,
+    evidence: &Evidence,
     pod_annotations: Option<&BTreeMap<String, String>>,
     namespace_annotations: Option<&BTreeMap<String, String>>,
 ) -> Timing {
@@ -92,31 +164,70 @@ pub fn timing(
         max,
         "namespace",
     );
-    let (prestop_seconds, prestop_source) = match (pod_s.value, ns_s.value, delay) {
-        (Some(s), _, _) => (s, PrestopSource::PodAnnotation),
-        (None, Some(s), _) => (s, PrestopSource::NamespaceAnnotation),
-        (None, None, Some((d, source))) => {
-            let wanted = d.saturating_add(DELAY_MARGIN_SECONDS);
-            if wanted > max {
-                let default_hint = if d == AWS_DEFAULT_DEREGISTRATION_DELAY {
-                    " (the AWS default: set deregistration_delay.timeout_seconds)"
-                } else {
-                    ""
-                };
-                warnings.push(format!(
-                    "gracegate: deregistration delay {d}s from {source}{default_hint} needs a \
-                     {wanted}s preStop sleep; capped at {max}s, so requests may fail at the end of a rollout"
-                ));
+    let (prestop_seconds, prestop_source) = match (pod_s.value, ns_s.value) {
+        (Some(s), _) => (s, PrestopSource::PodAnnotation),
+        (None, Some(s)) => (s, PrestopSource::NamespaceAnnotation),
+        (None, None) => match wanted_prestop(settings, evidence) {
+            Some((wanted, source)) => {
+                if wanted > max {
+                    warnings.push(format!(
+                        "gracegate: {} needs a {wanted}s preStop; capped at {max}s \
+                         (--max-prestop-seconds), {}s short: requests may fail at the end of a rollout",
+                        describe(&source),
+                        wanted - max
+                    ));
+                }
+                (wanted.min(max), source)
             }
-            (
-                wanted.min(max),
-                PrestopSource::DeregistrationDelay(d, source),
-            )
-        }
-        (None, None, None) => (settings.prestop_seconds, PrestopSource::Default),
+            None => (settings.prestop_seconds, PrestopSource::Default),
+        },
     };
     for bad in [pod_s.invalid, ns_s.invalid].into_iter().flatten() {
         warnings.push(format!("{bad}; using {prestop_seconds}s"));
+    }
+    if let Some((d, source)) = &evidence.delay
+        && *d == AWS_DEFAULT_DEREGISTRATION_DELAY
+        && !matches!(
+            prestop_source,
+            PrestopSource::PodAnnotation | PrestopSource::NamespaceAnnotation
+        )
+    {
+        warnings.push(format!(
+            "gracegate: deregistration delay {d}s from {source} is the AWS default: old targets \
+             stay draining 5 minutes; set deregistration_delay.timeout_seconds"
+        ));
+    }
+    if let Some(m) = &evidence.measured
+        && matches!(
+            prestop_source,
+            PrestopSource::PodAnnotation | PrestopSource::NamespaceAnnotation
+        )
+        && f64::from(prestop_seconds) < m.p99_seconds
+    {
+        warnings.push(format!(
+            "gracegate: {} annotation {ANNOTATION_PRESTOP_SECONDS}={prestop_seconds} is below the \
+             {:.0}s p99 drain of target group {} ({} drains): pods stop while still routed",
+            if prestop_source == PrestopSource::PodAnnotation {
+                "pod"
+            } else {
+                "namespace"
+            },
+            m.p99_seconds,
+            m.target_group,
+            m.count
+        ));
+    }
+    if !evidence.unmeasured_nlbs.is_empty() && prestop_seconds > 0 {
+        let more = match evidence.unmeasured_nlbs.len() {
+            1 => String::new(),
+            n => format!(" and {} more", n - 1),
+        };
+        warnings.push(format!(
+            "gracegate: NLB target group {}{more} has under {MIN_DRAINS} drains measured; NLBs are \
+             reported to route to draining targets ~2 min whatever the delay. gracegate measures \
+             drains and sizes S from them",
+            evidence.unmeasured_nlbs[0]
+        ));
     }
 
     let pod_b = annotation_seconds(
@@ -144,6 +255,20 @@ pub fn timing(
         prestop_source,
         shutdown_budget_seconds,
         warnings,
+    }
+}
+
+/// "deregistration delay 300s from Ingress x" / "the 130s p99 drain measured on …".
+fn describe(source: &PrestopSource) -> String {
+    match source {
+        PrestopSource::DeregistrationDelay(d, from) => {
+            format!("deregistration delay {d}s from {from}")
+        }
+        PrestopSource::MeasuredDrain(m) => format!(
+            "the {:.0}s p99 drain of target group {} ({} drains)",
+            m.p99_seconds, m.target_group, m.count
+        ),
+        _ => "the load balancer".into(),
     }
 }
 
@@ -191,57 +316,91 @@ mod tests {
             .collect()
     }
 
-    fn ingress(d: u32) -> Option<(u32, DelaySource)> {
-        Some((d, DelaySource::Ingress("ingress-2048".into())))
+    /// `D` from the 2048 Ingress, a measured p99 over `count` drains, NLB groups unmeasured.
+    fn evidence(delay: Option<u32>, measured: Option<(f64, usize)>, nlb: bool) -> Evidence {
+        Evidence {
+            delay: delay.map(|d| (d, DelaySource::Ingress("ingress-2048".into()))),
+            measured: measured.map(|(p99_seconds, count)| MeasuredDrain {
+                p99_seconds,
+                count,
+                target_group: "k8s-game2048".into(),
+            }),
+            unmeasured_nlbs: if nlb { vec!["k8s-nlb".into()] } else { vec![] },
+        }
     }
+
+    const POD_S: (&str, &str) = ("gracegate.io/prestop-seconds", "25");
 
     #[rstest]
     // The seed's numbers: D = 30 → S = 40, T = 70.
-    #[case::seed(ingress(30), &[], &[], Some(30), 40, 70, 0)]
-    // AWS default delay: S capped at 120, and the user is told.
-    #[case::aws_default_capped(ingress(300), &[], &[], Some(30), 120, 150, 1)]
-    #[case::no_delay_known(None, &[], &[], Some(30), 40, 70, 0)]
-    #[case::short_delay(ingress(0), &[], &[], Some(30), 10, 40, 0)]
-    #[case::exactly_at_cap(ingress(110), &[], &[], Some(30), 120, 150, 0)]
-    #[case::pod_annotation_wins(ingress(30), &[("gracegate.io/prestop-seconds", "25")], &[("gracegate.io/prestop-seconds", "60")], Some(10), 25, 55, 0)]
-    #[case::namespace_annotation(ingress(30), &[], &[("gracegate.io/prestop-seconds", "60")], Some(30), 60, 90, 0)]
-    #[case::zero_means_no_prestop(ingress(30), &[("gracegate.io/prestop-seconds", "0")], &[], Some(30), 0, 30, 0)]
-    #[case::grace_never_lowered(ingress(30), &[], &[], Some(600), 40, 600, 0)]
-    #[case::grace_defaulted(ingress(30), &[], &[], None, 40, 70, 0)]
-    #[case::budget_from_pod(None, &[("gracegate.io/shutdown-budget-seconds", "5")], &[("gracegate.io/shutdown-budget-seconds", "50")], Some(30), 40, 45, 0)]
-    #[case::budget_from_namespace(None, &[], &[("gracegate.io/shutdown-budget-seconds", "50")], Some(30), 40, 90, 0)]
-    #[case::bad_pod_annotation_falls_to_namespace(None, &[("gracegate.io/prestop-seconds", "abc")], &[("gracegate.io/prestop-seconds", "20")], Some(30), 20, 50, 1)]
-    #[case::negative(ingress(30), &[("gracegate.io/prestop-seconds", "-5")], &[], Some(30), 40, 70, 1)]
-    #[case::over_cap(ingress(30), &[("gracegate.io/prestop-seconds", "99999")], &[], Some(30), 40, 70, 1)]
-    #[case::empty(None, &[("gracegate.io/prestop-seconds", "")], &[], Some(30), 40, 70, 1)]
-    #[case::bad_budget(None, &[("gracegate.io/shutdown-budget-seconds", "1h")], &[], Some(30), 40, 70, 1)]
-    #[case::both_bad(None, &[("gracegate.io/prestop-seconds", "x")], &[("gracegate.io/prestop-seconds", "y")], Some(30), 40, 70, 2)]
+    #[case::seed(Some(30), None, false, &[], &[], Some(30), 40, 70, "deregistration-delay", 0)]
+    // AWS default delay: S capped at 120, and the user is told twice (default, cap).
+    #[case::aws_default_capped(Some(300), None, false, &[], &[], Some(30), 120, 150, "deregistration-delay", 2)]
+    #[case::no_delay_known(None, None, false, &[], &[], Some(30), 40, 70, "default", 0)]
+    #[case::short_delay(Some(0), None, false, &[], &[], Some(30), 10, 40, "deregistration-delay", 0)]
+    #[case::exactly_at_cap(Some(110), None, false, &[], &[], Some(30), 120, 150, "deregistration-delay", 0)]
+    // Measured drains: p99 + margin 5, rounded up, when larger than D + 10.
+    #[case::measured_beats_delay(Some(30), Some((61.2, 5)), false, &[], &[], Some(30), 67, 97, "measured-drain", 0)]
+    #[case::delay_beats_measured(Some(60), Some((20.0, 50)), false, &[], &[], Some(30), 70, 100, "deregistration-delay", 0)]
+    #[case::tie_goes_to_the_delay(Some(30), Some((35.0, 9)), false, &[], &[], Some(30), 40, 70, "deregistration-delay", 0)]
+    #[case::measured_without_delay(None, Some((12.0, 7)), false, &[], &[], Some(30), 17, 47, "measured-drain", 0)]
+    #[case::measured_capped(None, Some((130.0, 20)), false, &[], &[], Some(30), 120, 150, "measured-drain", 1)]
+    // An NLB still learning: S as before, and a warning.
+    #[case::nlb_unmeasured(Some(30), None, true, &[], &[], Some(30), 40, 70, "deregistration-delay", 1)]
+    #[case::nlb_unmeasured_no_prestop(None, None, true, &[("gracegate.io/prestop-seconds", "0")], &[], Some(30), 0, 30, "annotation", 0)]
+    #[case::pod_annotation_wins(Some(30), None, false, &[POD_S], &[("gracegate.io/prestop-seconds", "60")], Some(10), 25, 55, "annotation", 0)]
+    #[case::annotation_below_measured(Some(30), Some((70.0, 5)), false, &[POD_S], &[], Some(10), 25, 55, "annotation", 1)]
+    #[case::annotation_above_measured(Some(30), Some((20.0, 5)), false, &[POD_S], &[], Some(10), 25, 55, "annotation", 0)]
+    #[case::annotation_hides_default_delay(Some(300), None, false, &[POD_S], &[], Some(10), 25, 55, "annotation", 0)]
+    #[case::namespace_annotation(Some(30), None, false, &[], &[("gracegate.io/prestop-seconds", "60")], Some(30), 60, 90, "annotation", 0)]
+    #[case::zero_means_no_prestop(Some(30), None, false, &[("gracegate.io/prestop-seconds", "0")], &[], Some(30), 0, 30, "annotation", 0)]
+    #[case::grace_never_lowered(Some(30), None, false, &[], &[], Some(600), 40, 600, "deregistration-delay", 0)]
+    #[case::grace_defaulted(Some(30), None, false, &[], &[], None, 40, 70, "deregistration-delay", 0)]
+    #[case::budget_from_pod(None, None, false, &[("gracegate.io/shutdown-budget-seconds", "5")], &[("gracegate.io/shutdown-budget-seconds", "50")], Some(30), 40, 45, "default", 0)]
+    #[case::budget_from_namespace(None, None, false, &[], &[("gracegate.io/shutdown-budget-seconds", "50")], Some(30), 40, 90, "default", 0)]
+    #[case::bad_pod_annotation_falls_to_namespace(None, None, false, &[("gracegate.io/prestop-seconds", "abc")], &[("gracegate.io/prestop-seconds", "20")], Some(30), 20, 50, "annotation", 1)]
+    #[case::bad_annotation_falls_to_measured(None, Some((50.0, 5)), false, &[("gracegate.io/prestop-seconds", "abc")], &[], Some(30), 55, 85, "measured-drain", 1)]
+    #[case::negative(Some(30), None, false, &[("gracegate.io/prestop-seconds", "-5")], &[], Some(30), 40, 70, "deregistration-delay", 1)]
+    #[case::over_cap(Some(30), None, false, &[("gracegate.io/prestop-seconds", "99999")], &[], Some(30), 40, 70, "deregistration-delay", 1)]
+    #[case::empty(None, None, false, &[("gracegate.io/prestop-seconds", "")], &[], Some(30), 40, 70, "default", 1)]
+    #[case::bad_budget(None, None, false, &[("gracegate.io/shutdown-budget-seconds", "1h")], &[], Some(30), 40, 70, "default", 1)]
+    #[case::both_bad(None, None, false, &[("gracegate.io/prestop-seconds", "x")], &[("gracegate.io/prestop-seconds", "y")], Some(30), 40, 70, "default", 2)]
+    #[allow(clippy::too_many_arguments)]
     fn timing_rule(
-        #[case] delay: Option<(u32, DelaySource)>,
+        #[case] delay: Option<u32>,
+        #[case] measured: Option<(f64, usize)>,
+        #[case] nlb: bool,
         #[case] pod: &[(&str, &str)],
         #[case] namespace: &[(&str, &str)],
         #[case] own_grace: Option<i64>,
         #[case] s: u32,
         #[case] t: i64,
+        #[case] source: &str,
         #[case] warnings: usize,
     ) {
         let pod = annotations(pod);
         let namespace = annotations(namespace);
         let got = timing(
             &TimingSettings::default(),
-            delay,
+            &evidence(delay, measured, nlb),
             Some(&pod),
             Some(&namespace),
         );
         assert_eq!(got.prestop_seconds, s, "S");
         assert_eq!(got.grace_period(own_grace), t, "T");
+        assert_eq!(got.prestop_source.as_str(), source, "source");
         assert_eq!(got.warnings.len(), warnings, "{:?}", got.warnings);
     }
 
     #[test]
     fn warnings_name_the_annotation_and_the_fallback() {
         let pod = annotations(&[("gracegate.io/prestop-seconds", "abc")]);
-        let got = timing(&TimingSettings::default(), ingress(30), Some(&pod), None);
+        let got = timing(
+            &TimingSettings::default(),
+            &evidence(Some(30), None, false),
+            Some(&pod),
+            None,
+        );
         assert_eq!(
             got.warnings,
             vec![
@@ -256,19 +415,87 @@ mod tests {
     }
 
     #[test]
-    fn aws_default_delay_is_called_out() {
-        let got = timing(&TimingSettings::default(), ingress(300), None, None);
-        assert_eq!(got.warnings.len(), 1);
-        assert!(
-            got.warnings[0].contains("the AWS default"),
-            "{}",
-            got.warnings[0]
+    fn warnings_say_what_and_by_how_much() {
+        let got = timing(
+            &TimingSettings::default(),
+            &evidence(Some(300), None, false),
+            None,
+            None,
         );
-        assert!(
-            got.warnings[0].contains("capped at 120s"),
-            "{}",
-            got.warnings[0]
+        assert_eq!(
+            got.warnings,
+            vec![
+                "gracegate: deregistration delay 300s from Ingress ingress-2048 needs a 310s \
+                 preStop; capped at 120s (--max-prestop-seconds), 190s short: requests may fail \
+                 at the end of a rollout",
+                "gracegate: deregistration delay 300s from Ingress ingress-2048 is the AWS \
+                 default: old targets stay draining 5 minutes; set \
+                 deregistration_delay.timeout_seconds",
+            ]
         );
+        let got = timing(
+            &TimingSettings::default(),
+            &evidence(None, Some((180.4, 12)), false),
+            None,
+            None,
+        );
+        assert_eq!(
+            got.warnings,
+            vec![
+                "gracegate: the 180s p99 drain of target group k8s-game2048 (12 drains) needs a \
+                 186s preStop; capped at 120s (--max-prestop-seconds), 66s short: requests may \
+                 fail at the end of a rollout"
+            ]
+        );
+        let pod = annotations(&[POD_S]);
+        let mut e = evidence(None, Some((70.0, 5)), true);
+        e.unmeasured_nlbs.push("k8s-other".into());
+        let got = timing(&TimingSettings::default(), &e, Some(&pod), None);
+        assert_eq!(
+            got.warnings,
+            vec![
+                "gracegate: pod annotation gracegate.io/prestop-seconds=25 is below the 70s p99 \
+                 drain of target group k8s-game2048 (5 drains): pods stop while still routed",
+                "gracegate: NLB target group k8s-nlb and 1 more has under 5 drains measured; \
+                 NLBs are reported to route to draining targets ~2 min whatever the delay. \
+                 gracegate measures drains and sizes S from them",
+            ]
+        );
+    }
+
+    /// The API server truncates a warning past 256 characters; with names at their longest
+    /// (a 253-character Ingress would not fit any sentence) a 63-character one still does.
+    #[test]
+    fn warnings_fit_the_api_servers_limit() {
+        let long = "x".repeat(63);
+        let e = Evidence {
+            delay: Some((300, DelaySource::Ingress(long.clone()))),
+            measured: Some(MeasuredDrain {
+                p99_seconds: 999.0,
+                count: 50,
+                target_group: "y".repeat(32),
+            }),
+            unmeasured_nlbs: vec!["z".repeat(32), "w".repeat(32)],
+        };
+        let pod = annotations(&[POD_S]);
+        for pod in [None, Some(&pod)] {
+            for w in timing(&TimingSettings::default(), &e, pod, None).warnings {
+                assert!(w.len() <= 256, "{} characters: {w}", w.len());
+            }
+        }
+    }
+
+    #[test]
+    fn odd_measurements_do_not_overflow() {
+        for p99 in [f64::NAN, -3.0, f64::INFINITY, 1e300] {
+            let got = timing(
+                &TimingSettings::default(),
+                &evidence(None, Some((p99, 50)), false),
+                None,
+                None,
+            );
+            assert!(got.prestop_seconds <= 120, "{p99}: {}", got.prestop_seconds);
+        }
     }
 
     #[test]
@@ -277,10 +504,13 @@ mod tests {
             prestop_seconds: 15,
             max_prestop_seconds: 30,
             shutdown_budget_seconds: 5,
+            drain_margin_seconds: 1,
         };
-        let got = timing(&settings, None, None, None);
+        let got = timing(&settings, &Evidence::default(), None, None);
         assert_eq!((got.prestop_seconds, got.grace_period(Some(1))), (15, 20));
-        let got = timing(&settings, ingress(60), None, None);
+        let got = timing(&settings, &evidence(Some(60), None, false), None, None);
         assert_eq!(got.prestop_seconds, 30);
+        let got = timing(&settings, &evidence(None, Some((20.0, 5)), false), None, None);
+        assert_eq!(got.prestop_seconds, 21, "the margin is a setting");
     }
 }

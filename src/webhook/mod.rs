@@ -92,7 +92,9 @@ async fn mutate(State(context): State<Context>, body: Bytes) -> Response {
                     $level!(
                         uid = %s.uid, namespace = %s.namespace, pod = %s.pod, dry_run = s.dry_run,
                         outcome = reviewed.outcome.as_str(), skip = s.skip.unwrap_or(""),
-                        gates = s.gates, prestops = s.prestops, grace = s.grace, warnings = s.warnings,
+                        gates = s.gates, prestops = s.prestops, grace = s.grace,
+                        prestop_seconds = s.prestop_seconds, prestop_source = s.prestop_source.unwrap_or(""),
+                        warnings = s.warnings,
                         "review"
                     )
                 };

@@ -35,6 +35,9 @@ pub struct Summary {
     pub gates: usize,
     pub prestops: usize,
     pub grace: Option<i64>,
+    /// Which rule gave `S` (`gracegate.io/prestop-source`).
+    pub prestop_source: Option<&'static str>,
+    pub prestop_seconds: Option<u32>,
     pub warnings: usize,
     pub skip: Option<&'static str>,
 }
@@ -184,6 +187,8 @@ fn review_pod(
     summary.gates = plan.gates.len();
     summary.prestops = plan.prestops.len();
     summary.grace = plan.grace.map(|(_, new)| new);
+    summary.prestop_source = plan.prestop_source.as_ref().map(|s| s.as_str());
+    summary.prestop_seconds = plan.prestop_source.as_ref().map(|_| plan.prestop_seconds);
     summary.warnings = plan.warnings.len();
     summary.skip = plan.skip.map(Skip::as_str);
     let outcome = match &plan {

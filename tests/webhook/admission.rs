@@ -7,7 +7,7 @@ use k8s_openapi::api::core::v1::{
     ExecAction, Lifecycle, LifecycleHandler, Pod, PodReadinessGate, SleepAction,
 };
 use rstest::rstest;
-use serde_json::Value;
+use serde_json::{Value, json};
 
 use crate::common::{Answer, context, post, review};
 
@@ -20,6 +20,8 @@ struct Expected {
     grace: Option<i64>,
     /// Each warning, by a part of its text.
     warnings: &'static [&'static str],
+    /// `gracegate.io/prestop-source`, when S shaped the pod.
+    source: Option<&'static str>,
 }
 
 const UNCHANGED: Expected = Expected {
@@ -27,6 +29,7 @@ const UNCHANGED: Expected = Expected {
     prestops: &[],
     grace: None,
     warnings: &[],
+    source: None,
 };
 
 fn handler(action: PrestopAction, seconds: i32) -> LifecycleHandler {
@@ -75,12 +78,21 @@ fn expected_pod(original: &Value, expected: &Expected, action: PrestopAction) ->
     if let Some(grace) = expected.grace {
         spec.termination_grace_period_seconds = Some(grace);
     }
+    if let Some(source) = expected.source {
+        pod.metadata
+            .annotations
+            .get_or_insert_with(Default::default)
+            .insert("gracegate.io/prestop-source".into(), source.into());
+    }
     pod
 }
 
 async fn check(fixture: &str, expected: Expected, settings: Settings) {
-    let action = settings.prestop_action;
-    let context = context(settings);
+    check_in(fixture, expected, context(settings)).await;
+}
+
+async fn check_in(fixture: &str, expected: Expected, context: gracegate::webhook::Context) {
+    let action = context.settings.prestop_action;
     let request = review(fixture);
     let (status, body) = post(&context, serde_json::to_vec(&request).unwrap()).await;
     assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
@@ -122,12 +134,14 @@ async fn check(fixture: &str, expected: Expected, settings: Settings) {
     gates: &[GATE],
     prestops: &[("app-2048", 40), ("log-shipper", 40)],
     grace: Some(70),
+    source: Some("deregistration-delay"),
     warnings: &["terminationGracePeriodSeconds raised from 30 to 70"],
 })]
 #[case::large_pod("create-deployment-pod-large.json", Expected {
     gates: &[GATE],
     prestops: &[("http", 40), ("grpc-gateway", 40), ("otel-agent", 40)],
     grace: Some(70),
+    source: Some("deregistration-delay"),
     warnings: &["raised from 30 to 70"],
 })]
 // A dry run is mutated exactly like a real create, so `--dry-run=server -o yaml` shows it.
@@ -135,6 +149,7 @@ async fn check(fixture: &str, expected: Expected, settings: Settings) {
     gates: &[GATE],
     prestops: &[("app", 40)],
     grace: Some(70),
+    source: Some("deregistration-delay"),
     warnings: &["raised from 30 to 70"],
 })]
 // The legacy gate stays, the new one is appended; nginx keeps its own (too short) preStop;
@@ -143,6 +158,7 @@ async fn check(fixture: &str, expected: Expected, settings: Settings) {
     gates: &[GATE],
     prestops: &[("metrics", 25)],
     grace: Some(55),
+    source: Some("annotation"),
     warnings: &["container nginx: its own preStop sleeps 5s, shorter than the 25s", "raised from 10 to 55"],
 })]
 // The native sidecar and the init container are left alone; the app's own 15 s sleep is kept.
@@ -150,6 +166,7 @@ async fn check(fixture: &str, expected: Expected, settings: Settings) {
     gates: &[GATE],
     prestops: &[],
     grace: Some(70),
+    source: Some("deregistration-delay"),
     warnings: &["container app: its own preStop sleeps 15s, shorter than the 40s", "raised from 30 to 70"],
 })]
 #[case::opted_out("create-pod-opted-out.json", UNCHANGED)]
@@ -170,7 +187,8 @@ async fn exec_prestop_for_older_api_servers() {
         gates: &[GATE],
         prestops: &[("app-2048", 40), ("log-shipper", 40)],
         grace: Some(70),
-        warnings: &["raised from 30 to 70"],
+        source: Some("deregistration-delay"),
+    warnings: &["raised from 30 to 70"],
     };
     check("create-deployment-pod.json", expected, settings).await;
 }
@@ -185,7 +203,8 @@ async fn own_condition_prefix() {
         gates: &["gracegate.io/k8s-game2048-service2-6f5e3c2a1b"],
         prestops: &[("app-2048", 40), ("log-shipper", 40)],
         grace: Some(70),
-        warnings: &["raised from 30 to 70"],
+        source: Some("deregistration-delay"),
+    warnings: &["raised from 30 to 70"],
     };
     check("create-deployment-pod.json", expected, settings).await;
 }
@@ -251,4 +270,117 @@ async fn the_example_objects_of_make_run_give_the_same_answer() {
         String::from_utf8(got).unwrap(),
         String::from_utf8(expected).unwrap()
     );
+}
+
+/// The `gracegate-target-groups` ConfigMap as the leader writes it, for the 2048 binding's
+/// target group: `drains` drains of `seconds` each, and the target group's own attributes.
+fn target_groups(drains: usize, seconds: f64, protocol: &str, delay: u32) -> Value {
+    let drains: Vec<Value> = (0..drains)
+        .map(|n| json!({ "at": format!("2026-11-26T12:{n:02}:00Z"), "drainSeconds": seconds - n as f64 * 0.1, "lagSeconds": 1.5 }))
+        .collect();
+    let record = json!({
+        "targetGroupArn": "arn:aws:elasticloadbalancing:ap-northeast-1:123456789012:targetgroup/k8s-game2048-service2-6f5e3c2a1b/0123456789abcdef",
+        "facts": { "protocol": protocol, "loadBalancer": if protocol == "HTTP" { "application" } else { "network" },
+                   "healthCheck": { "intervalSeconds": 15, "healthyThreshold": 2 },
+                   "deregistrationDelaySeconds": delay },
+        "factsAt": "2026-11-26T12:00:00Z",
+        "drains": drains,
+    });
+    json!({
+        "apiVersion": "v1", "kind": "ConfigMap",
+        "metadata": { "name": "gracegate-target-groups", "namespace": "gracegate-system" },
+        "data": { "k8s-game2048-service2-6f5e3c2a1b.0123456789abcdef": record.to_string() },
+    })
+}
+
+/// The recorded review against the recorded cluster plus that ConfigMap.
+async fn check_with_records(configmap: Value, expected: Expected) {
+    use gracegate::cluster::{Cluster, Objects};
+    let mut objects = Objects::load_dir(&crate::common::fixtures().join("cluster")).unwrap();
+    objects
+        .add_text(
+            std::path::Path::new("target-groups.json"),
+            &configmap.to_string(),
+        )
+        .unwrap();
+    let mut context = context(Settings::default());
+    context.cluster = Cluster::from_objects(objects);
+    check_in("create-deployment-pod.json", expected, context).await;
+}
+
+#[tokio::test]
+async fn measured_drains_size_the_prestop() {
+    // p99 of 5 drains around 61 s: S = 62 + 5 = 67 > D + 10 = 40 (the Ingress's D = 30).
+    check_with_records(
+        target_groups(5, 61.2, "HTTP", 30),
+        Expected {
+            gates: &[GATE],
+            prestops: &[("app-2048", 67), ("log-shipper", 67)],
+            grace: Some(97),
+            warnings: &["raised from 30 to 97"],
+            source: Some("measured-drain"),
+        },
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn four_drains_are_not_enough() {
+    check_with_records(
+        target_groups(4, 61.2, "HTTP", 30),
+        Expected {
+            gates: &[GATE],
+            prestops: &[("app-2048", 40), ("log-shipper", 40)],
+            grace: Some(70),
+            warnings: &["raised from 30 to 70"],
+            source: Some("deregistration-delay"),
+        },
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn an_nlb_still_learning_is_called_out() {
+    check_with_records(
+        target_groups(2, 130.0, "TCP", 30),
+        Expected {
+            gates: &[GATE],
+            prestops: &[("app-2048", 40), ("log-shipper", 40)],
+            grace: Some(70),
+            warnings: &[
+                "NLB target group k8s-game2048-service2-6f5e3c2a1b has under 5 drains measured",
+                "raised from 30 to 70",
+            ],
+            source: Some("deregistration-delay"),
+        },
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn the_target_groups_own_delay_when_no_annotation_says() {
+    // Without the Ingress, D comes from the target group's attribute: 300 s, the AWS default.
+    use gracegate::cluster::{Cluster, Objects};
+    let mut objects = Objects::load_dir(&crate::common::fixtures().join("cluster")).unwrap();
+    objects.ingresses.clear();
+    objects
+        .add_text(
+            std::path::Path::new("target-groups.json"),
+            &target_groups(0, 0.0, "HTTP", 300).to_string(),
+        )
+        .unwrap();
+    let mut context = context(Settings::default());
+    context.cluster = Cluster::from_objects(objects);
+    let expected = Expected {
+        gates: &[GATE],
+        prestops: &[("app-2048", 120), ("log-shipper", 120)],
+        grace: Some(150),
+        warnings: &[
+            "deregistration delay 300s from target group k8s-game2048-service2-6f5e3c2a1b needs a 310s preStop; capped at 120s",
+            "is the AWS default",
+            "raised from 30 to 150",
+        ],
+        source: Some("deregistration-delay"),
+    };
+    check_in("create-deployment-pod.json", expected, context).await;
 }

@@ -104,8 +104,8 @@ async fn not_a_pod() {
 /// Fields the API server would require anyway: k8s-openapi reads their absence as empty, so
 /// the review is answered normally, and any patch still applies to the pod as sent.
 #[rstest]
-#[case::no_containers("/spec/containers", 2)]
-#[case::container_without_name("/spec/containers/0/name", 4)]
+#[case::no_containers("/spec/containers", 3)]
+#[case::container_without_name("/spec/containers/0/name", 5)]
 #[case::no_labels("/metadata/labels", 0)]
 #[case::no_metadata("/metadata", 0)]
 #[case::no_spec("/spec", 0)]
