@@ -63,6 +63,7 @@ pub struct Metrics {
     pub deregistration: Histogram,
     pub terminated_before_deregistered: Counter,
     pub terminated_while_draining: Counter,
+    pub gate_timeouts: Counter,
     pub drain: Family<TargetGroupLabels, Histogram, fn() -> Histogram>,
     pub deregistration_lag: Histogram,
     pub leader: Gauge,
@@ -121,6 +122,12 @@ impl Default for Metrics {
             "Pods whose preStop sleep ended while their target was still draining (the load balancer may still route new requests to it)",
             terminated_while_draining.clone(),
         );
+        let gate_timeouts = Counter::default();
+        registry.register(
+            "gate_timeouts",
+            "Readiness gates set True by --gate-timeout without a healthy report from the load balancer",
+            gate_timeouts.clone(),
+        );
         let drain: Family<TargetGroupLabels, Histogram, fn() -> Histogram> =
             Family::new_with_constructor(drain_histogram);
         registry.register(
@@ -150,6 +157,7 @@ impl Default for Metrics {
             deregistration,
             terminated_before_deregistered,
             terminated_while_draining,
+            gate_timeouts,
             drain,
             deregistration_lag,
             leader,

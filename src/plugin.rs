@@ -58,7 +58,10 @@ mod tests {
     #[test]
     fn help_names_the_plugin_command() {
         let err = try_parse_from(["kubectl-gracegate", "audit", "--help"]).unwrap_err();
-        assert!(err.to_string().contains("Usage: kubectl gracegate audit"), "{err}");
+        assert!(
+            err.to_string().contains("Usage: kubectl gracegate audit"),
+            "{err}"
+        );
         let err = try_parse_from(["gracegate", "audit", "--help"]).unwrap_err();
         assert!(err.to_string().contains("Usage: gracegate audit"), "{err}");
     }
@@ -66,7 +69,13 @@ mod tests {
     #[test]
     fn audit_flags() {
         let cli = try_parse_from([
-            "kubectl-gracegate", "audit", "-A", "-o", "json", "--fail-on", "risk",
+            "kubectl-gracegate",
+            "audit",
+            "-A",
+            "-o",
+            "json",
+            "--fail-on",
+            "risk",
         ])
         .unwrap();
         let crate::cli::Command::Audit(args) = cli.command else {

@@ -436,15 +436,18 @@ impl Watcher {
                     format!("{}: target healthy{after}", gate.gate),
                 )
             }
-            Observation::TimedOut { .. } => (
-                EventType::Warning,
-                "GateTimeout",
-                format!(
-                    "{}: {}",
-                    gate.gate,
-                    condition.message.clone().unwrap_or_default()
-                ),
-            ),
+            Observation::TimedOut { .. } => {
+                self.metrics.gate_timeouts.inc();
+                (
+                    EventType::Warning,
+                    "GateTimeout",
+                    format!(
+                        "{}: {}",
+                        gate.gate,
+                        condition.message.clone().unwrap_or_default()
+                    ),
+                )
+            }
             _ => return,
         };
         self.event(&gate.namespace, &gate.pod, &gate.uid, type_, reason, note)

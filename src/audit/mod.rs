@@ -44,9 +44,7 @@ pub const LBC_INJECT_FLAG: &str = "--enable-pod-readiness-gate-inject";
 pub const LBC_CONDITION_PREFIX: &str = "target-health.elbv2.k8s.aws";
 
 /// How bad a finding is.
-#[derive(
-    Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
-)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Severity {
     /// Worth knowing; nothing fails.
@@ -278,17 +276,24 @@ pub fn audit(inventory: &Inventory, settings: &AuditSettings) -> Audit {
         result.workloads.push(audited);
         result.findings.append(&mut ctx.findings);
     }
-    result.workloads.sort_by(|a, b| {
-        (&a.namespace, &a.kind, &a.name).cmp(&(&b.namespace, &b.kind, &b.name))
-    });
+    result
+        .workloads
+        .sort_by(|a, b| (&a.namespace, &a.kind, &a.name).cmp(&(&b.namespace, &b.kind, &b.name)));
     result.findings.sort_by(|a, b| {
-        (&a.namespace, &a.kind, &a.name, std::cmp::Reverse(a.severity), a.check).cmp(&(
-            &b.namespace,
-            &b.kind,
-            &b.name,
-            std::cmp::Reverse(b.severity),
-            b.check,
-        ))
+        (
+            &a.namespace,
+            &a.kind,
+            &a.name,
+            std::cmp::Reverse(a.severity),
+            a.check,
+        )
+            .cmp(&(
+                &b.namespace,
+                &b.kind,
+                &b.name,
+                std::cmp::Reverse(b.severity),
+                b.check,
+            ))
     });
     result
 }
@@ -508,8 +513,7 @@ impl Ctx<'_> {
         let Some(config) = configs.iter().find(|c| {
             c.webhooks.iter().flatten().any(|w| {
                 w.name == LBC_POD_WEBHOOK
-                    && w
-                        .namespace_selector
+                    && w.namespace_selector
                         .as_ref()
                         .is_none_or(|s| selector_matches(s, &namespace_labels))
             })
@@ -711,12 +715,7 @@ impl Ctx<'_> {
     fn pods(&self) -> Vec<&Pod> {
         let w = self.workload;
         let rs_owner: BTreeMap<&str, &str> = (self.inventory.replicasets.iter())
-            .filter_map(|rs| {
-                Some((
-                    rs.metadata.uid.as_deref()?,
-                    controller_uid(&rs.metadata)?,
-                ))
-            })
+            .filter_map(|rs| Some((rs.metadata.uid.as_deref()?, controller_uid(&rs.metadata)?)))
             .collect();
         (self.inventory.pods.iter())
             .filter(|p| p.metadata.namespace.as_deref() == Some(w.namespace.as_str()))
@@ -907,10 +906,13 @@ impl Ctx<'_> {
             }
         }
         let fix_strategy = |kind: &str| match kind {
-            "StatefulSet" => "run at least 2 replicas (a StatefulSet replaces each pod in place)"
-                .to_string(),
-            "DaemonSet" => "set spec.updateStrategy.rollingUpdate.maxSurge: 1 (and maxUnavailable: 0)"
-                .to_string(),
+            "StatefulSet" => {
+                "run at least 2 replicas (a StatefulSet replaces each pod in place)".to_string()
+            }
+            "DaemonSet" => {
+                "set spec.updateStrategy.rollingUpdate.maxSurge: 1 (and maxUnavailable: 0)"
+                    .to_string()
+            }
             _ => format!(
                 "kubectl -n {} patch {} {} --type merge -p '{{\"spec\":{{\"strategy\":{{\"type\":\"RollingUpdate\",\"rollingUpdate\":{{\"maxUnavailable\":0,\"maxSurge\":1}}}}}}}}'",
                 w.namespace,
@@ -973,8 +975,7 @@ impl Ctx<'_> {
                     .find(|c| c.type_ == t)
                     .map(|c| c.status.as_str())
             };
-            if status_of("Ready") == Some("True") || status_of("ContainersReady") != Some("True")
-            {
+            if status_of("Ready") == Some("True") || status_of("ContainersReady") != Some("True") {
                 continue;
             }
             let Some(created) = pod.metadata.creation_timestamp.as_ref() else {
@@ -1064,7 +1065,10 @@ fn scaled(v: &IntOrString, total: i32, round_up: bool) -> i32 {
     match v {
         IntOrString::Int(n) => *n,
         IntOrString::String(s) => {
-            let Some(p) = s.strip_suffix('%').and_then(|p| p.trim().parse::<i64>().ok()) else {
+            let Some(p) = s
+                .strip_suffix('%')
+                .and_then(|p| p.trim().parse::<i64>().ok())
+            else {
                 return 0;
             };
             let x = p * i64::from(total);
@@ -1114,7 +1118,11 @@ fn controller_uid(meta: &kube::api::ObjectMeta) -> Option<&str> {
 
 /// `gracegate.io/containers`, as the webhook reads it.
 fn chosen_containers(pod: &PodView) -> Option<BTreeSet<String>> {
-    let raw = pod.metadata.annotations.as_ref()?.get(ANNOTATION_CONTAINERS)?;
+    let raw = pod
+        .metadata
+        .annotations
+        .as_ref()?
+        .get(ANNOTATION_CONTAINERS)?;
     Some(
         raw.split(',')
             .map(str::trim)

@@ -116,7 +116,14 @@ fn table(audit: &Audit, color: bool) -> String {
         })
         .collect();
     let mut out = columns(
-        &["SEVERITY", "NAMESPACE", "WORKLOAD", "CHECK", "REASON", "FIX"],
+        &[
+            "SEVERITY",
+            "NAMESPACE",
+            "WORKLOAD",
+            "CHECK",
+            "REASON",
+            "FIX",
+        ],
         &rows,
     );
     if color {

@@ -211,7 +211,9 @@ where
         Ok(items) => Ok(Some(items)),
         Err(e) if is_status(&e, &[404]) => Ok(Some(Vec::new())),
         Err(e) if is_status(&e, &[403]) => {
-            eprintln!("gracegate audit: not allowed to list {what}; the checks that need them are skipped");
+            eprintln!(
+                "gracegate audit: not allowed to list {what}; the checks that need them are skipped"
+            );
             Ok(None)
         }
         Err(e) => Err(anyhow::Error::new(e).context(format!("listing {what}"))),
@@ -306,7 +308,9 @@ pub async fn collect(
              sizing S without measured drains"
         ),
         Err(e) => {
-            return Err(anyhow::Error::new(e).context(format!("reading ConfigMap {CONFIGMAP_NAME}")));
+            return Err(
+                anyhow::Error::new(e).context(format!("reading ConfigMap {CONFIGMAP_NAME}"))
+            );
         }
     }
     Ok(inventory)
@@ -322,8 +326,11 @@ async fn fill_from_aws(inventory: &mut Inventory, args: &AuditArgs) -> anyhow::R
     )
     .await;
     let elb = crate::aws::Elb::new(&config, &options, Default::default());
-    let groups: std::collections::BTreeSet<TargetGroup> =
-        inventory.bindings.iter().filter_map(TargetGroup::of).collect();
+    let groups: std::collections::BTreeSet<TargetGroup> = inventory
+        .bindings
+        .iter()
+        .filter_map(TargetGroup::of)
+        .collect();
     for group in groups {
         if inventory
             .target_groups

@@ -14,7 +14,8 @@ const REVIEW: &str = include_str!("../../tests/fixtures/admission/create-deploym
 const DEPLOYMENT: &str = include_str!("../../tests/fixtures/audit/deployment.json");
 const REPLICASET: &str = include_str!("../../tests/fixtures/audit/replicaset.json");
 const PDB: &str = include_str!("../../tests/fixtures/audit/pdb.json");
-const LBC_WEBHOOK: &str = include_str!("../../tests/fixtures/audit/lbc-mutatingwebhookconfiguration.json");
+const LBC_WEBHOOK: &str =
+    include_str!("../../tests/fixtures/audit/lbc-mutatingwebhookconfiguration.json");
 
 pub(crate) const NOW: &str = "2026-11-26T13:00:00Z";
 const ARN: &str = "arn:aws:elasticloadbalancing:ap-northeast-1:123456789012:targetgroup/k8s-game2048-service2-6f5e3c2a1b/0123456789abcdef";
@@ -43,7 +44,8 @@ fn unpatched_pod(name: &str) -> Pod {
 }
 
 fn running(mut pod: Value, name: &str, age_seconds: i64) -> Pod {
-    let created = NOW.parse::<Timestamp>().unwrap() - k8s_openapi::jiff::SignedDuration::from_secs(age_seconds);
+    let created = NOW.parse::<Timestamp>().unwrap()
+        - k8s_openapi::jiff::SignedDuration::from_secs(age_seconds);
     pod["metadata"]["name"] = json!(name);
     pod["metadata"]["uid"] = json!(format!("uid-{name}"));
     pod["metadata"]["creationTimestamp"] = json!(created.to_string());
@@ -171,12 +173,15 @@ fn nlb_drains(seconds: f64) -> Records {
 fn stuck_pod(age_seconds: i64) -> Pod {
     let mut pod = admitted_pod("deployment-2048-689df87b6-new", age_seconds);
     let status = pod.status.as_mut().unwrap();
-    status.conditions = Some(serde_json::from_value(json!([
-        { "type": "ContainersReady", "status": "True" },
-        { "type": "Ready", "status": "False", "reason": "ReadinessGatesNotReady" },
-        { "type": GATE, "status": "False", "reason": "Elb.InitialHealthChecking",
-          "message": "Initial health checks in progress" },
-    ])).unwrap());
+    status.conditions = Some(
+        serde_json::from_value(json!([
+            { "type": "ContainersReady", "status": "True" },
+            { "type": "Ready", "status": "False", "reason": "ReadinessGatesNotReady" },
+            { "type": GATE, "status": "False", "reason": "Elb.InitialHealthChecking",
+              "message": "Initial health checks in progress" },
+        ]))
+        .unwrap(),
+    );
     pod
 }
 
@@ -358,7 +363,12 @@ fn checks_on_the_2048_deployment(
     edit(&mut i);
     let mut expected = expected;
     expected.sort();
-    assert_eq!(checks(&i), expected, "{:#?}", audit(&i, &settings()).findings);
+    assert_eq!(
+        checks(&i),
+        expected,
+        "{:#?}",
+        audit(&i, &settings()).findings
+    );
 }
 
 #[test]
@@ -395,8 +405,11 @@ fn stuck_gate_names_the_pod_and_the_last_reason() {
     let f = audit(&i, &settings()).findings;
     assert_eq!(f.len(), 1);
     assert!(
-        f[0].reason.contains("deployment-2048-689df87b6-new waited 400s")
-            && f[0].reason.contains("False Elb.InitialHealthChecking: Initial health checks in progress"),
+        f[0].reason
+            .contains("deployment-2048-689df87b6-new waited 400s")
+            && f[0]
+                .reason
+                .contains("False Elb.InitialHealthChecking: Initial health checks in progress"),
         "{}",
         f[0].reason
     );
@@ -405,7 +418,12 @@ fn stuck_gate_names_the_pod_and_the_last_reason() {
 #[test]
 fn fixes_are_commands_and_annotations() {
     let mut i = inventory();
-    i.namespaces[0].metadata.labels.as_mut().unwrap().remove("elbv2.k8s.aws/pod-readiness-gate-inject");
+    i.namespaces[0]
+        .metadata
+        .labels
+        .as_mut()
+        .unwrap()
+        .remove("elbv2.k8s.aws/pod-readiness-gate-inject");
     let f = audit(&i, &settings()).findings;
     let label = f.iter().find(|f| f.check == NamespaceNotLabelled).unwrap();
     assert_eq!(
@@ -414,7 +432,13 @@ fn fixes_are_commands_and_annotations() {
          kubectl -n game-2048 rollout restart deployment/deployment-2048"
     );
     let grace = f.iter().find(|f| f.check == GraceTooShort).unwrap();
-    assert!(grace.reason.contains("terminationGracePeriodSeconds 30 is shorter than 70"), "{}", grace.reason);
+    assert!(
+        grace
+            .reason
+            .contains("terminationGracePeriodSeconds 30 is shorter than 70"),
+        "{}",
+        grace.reason
+    );
 }
 
 fn statefulset(replicas: i32) -> StatefulSet {
@@ -486,7 +510,11 @@ fn other_workload_kinds(
     edit(&mut i);
     let result = audit(&i, &settings());
     assert_eq!(
-        result.workloads.iter().map(|w| w.kind.as_str()).collect::<Vec<_>>(),
+        result
+            .workloads
+            .iter()
+            .map(|w| w.kind.as_str())
+            .collect::<Vec<_>>(),
         vec![kind]
     );
     let mut expected = expected;
@@ -507,5 +535,8 @@ fn percentages_round_like_the_controllers(
     #[case] up: bool,
     #[case] expected: i32,
 ) {
-    assert_eq!(scaled(&IntOrString::String(value.into()), total, up), expected);
+    assert_eq!(
+        scaled(&IntOrString::String(value.into()), total, up),
+        expected
+    );
 }

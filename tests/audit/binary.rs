@@ -40,16 +40,28 @@ async fn binary_exits_3_when_a_finding_reaches_fail_on() {
     let dir = temp_dir("exit");
     let config = kubeconfig(&dir, &serve_http(FakeApi::new(risky_cluster())).await);
     let mut c = Command::new(BIN);
-    c.args(["audit", "--kubeconfig"]).arg(&config).args(["--fail-on", "risk"]);
+    c.args(["audit", "--kubeconfig"])
+        .arg(&config)
+        .args(["--fail-on", "risk"]);
     let out = output(c).await;
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert_eq!(out.status.code(), Some(3), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
-    assert!(stdout.starts_with("SEVERITY   NAMESPACE   WORKLOAD"), "{stdout}");
+    assert_eq!(
+        out.status.code(),
+        Some(3),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.starts_with("SEVERITY   NAMESPACE   WORKLOAD"),
+        "{stdout}"
+    );
     // Not a terminal: no colour.
     assert!(!stdout.contains('\x1b'), "{stdout}");
 
     let mut c = Command::new(BIN);
-    c.args(["audit", "--kubeconfig"]).arg(&config).args(["-o", "json"]);
+    c.args(["audit", "--kubeconfig"])
+        .arg(&config)
+        .args(["-o", "json"]);
     let out = output(c).await;
     assert_eq!(out.status.code(), Some(0));
     let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
@@ -66,7 +78,10 @@ async fn bad_kubeconfig_is_a_clear_error_not_a_panic() {
     .await;
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{stderr}");
-    assert!(stderr.contains("reading kubeconfig /nonexistent/kubeconfig"), "{stderr}");
+    assert!(
+        stderr.contains("reading kubeconfig /nonexistent/kubeconfig"),
+        "{stderr}"
+    );
     assert!(!stderr.contains("panicked"), "{stderr}");
 }
 
@@ -85,7 +100,11 @@ async fn make_install_and_kubectl_plugin() {
         c
     })
     .await;
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let bin = prefix.join("bin");
     assert!(bin.join("gracegate").is_file());
     let plugin = bin.join("kubectl-gracegate");
@@ -100,7 +119,11 @@ async fn make_install_and_kubectl_plugin() {
     let help = String::from_utf8_lossy(&out.stdout);
     assert!(help.contains("Usage: kubectl gracegate audit"), "{help}");
 
-    let kubectl_found = Command::new("kubectl").arg("version").arg("--client").output().is_ok();
+    let kubectl_found = Command::new("kubectl")
+        .arg("version")
+        .arg("--client")
+        .output()
+        .is_ok();
     if !kubectl_found {
         eprintln!("kubectl not installed: plugin discovery not exercised");
         return;
@@ -120,7 +143,12 @@ async fn make_install_and_kubectl_plugin() {
         c
     })
     .await;
-    assert_eq!(out.status.code(), Some(3), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(
+        out.status.code(),
+        Some(3),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(report["kind"], "AuditReport");
 }

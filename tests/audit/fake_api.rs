@@ -77,7 +77,9 @@ impl FakeApi {
             .unwrap_or_default();
         let segments: Vec<&str> = rest.split('/').collect();
         let (namespace, resource, name) = match segments.as_slice() {
-            ["namespaces", ns, resource, tail @ ..] => (Some(*ns), *resource, tail.first().copied()),
+            ["namespaces", ns, resource, tail @ ..] => {
+                (Some(*ns), *resource, tail.first().copied())
+            }
             [resource, tail @ ..] => (None, *resource, tail.first().copied()),
             [] => (None, "", None),
         };
@@ -89,7 +91,11 @@ impl FakeApi {
             .iter()
             .any(|o| plural(o["kind"].as_str().unwrap_or_default()) == resource);
         if self.missing.contains(resource) || (resource == "rollouts" && !known) {
-            return status(404, "NotFound", "the server could not find the requested resource");
+            return status(
+                404,
+                "NotFound",
+                "the server could not find the requested resource",
+            );
         }
         let matching: Vec<&Value> = self
             .objects

@@ -68,10 +68,13 @@ pub fn args(extra: &[&str]) -> gracegate::audit::shell::AuditArgs {
 
 async fn run(objects: Vec<Value>, extra: &[&str]) -> (String, i32, Vec<String>) {
     let api = MockApi::start(FakeApi::new(objects));
-    let (text, code) =
-        gracegate::audit::shell::run_with_client(api.client.clone(), &args(extra), NOW.parse().unwrap())
-            .await
-            .unwrap();
+    let (text, code) = gracegate::audit::shell::run_with_client(
+        api.client.clone(),
+        &args(extra),
+        NOW.parse().unwrap(),
+    )
+    .await
+    .unwrap();
     (text, code, api.requests())
 }
 
@@ -88,7 +91,9 @@ async fn lists_exactly_what_it_reads_and_writes_nothing() {
         vec![
             format!("GET /api/v1/{ns}"),
             list(&format!("/api/v1/{ns}/services")),
-            list(&format!("/apis/elbv2.k8s.aws/v1beta1/{ns}/targetgroupbindings")),
+            list(&format!(
+                "/apis/elbv2.k8s.aws/v1beta1/{ns}/targetgroupbindings"
+            )),
             list(&format!("/apis/networking.k8s.io/v1/{ns}/ingresses")),
             list(&format!("/apis/policy/v1/{ns}/poddisruptionbudgets")),
             list(&format!("/apis/apps/v1/{ns}/deployments")),
@@ -98,7 +103,8 @@ async fn lists_exactly_what_it_reads_and_writes_nothing() {
             list(&format!("/apis/argoproj.io/v1alpha1/{ns}/rollouts")),
             list(&format!("/api/v1/{ns}/pods")),
             list("/apis/admissionregistration.k8s.io/v1/mutatingwebhookconfigurations"),
-            "GET /api/v1/namespaces/gracegate-system/configmaps/gracegate-target-groups".to_string(),
+            "GET /api/v1/namespaces/gracegate-system/configmaps/gracegate-target-groups"
+                .to_string(),
         ]
     );
 }
@@ -106,7 +112,10 @@ async fn lists_exactly_what_it_reads_and_writes_nothing() {
 #[tokio::test]
 async fn all_namespaces_lists_cluster_wide() {
     let (_, _, requests) = run(risky_cluster(), &["-A", "--gracegate-namespace", "gg"]).await;
-    assert!(requests.iter().all(|r| r.starts_with("GET ")), "{requests:?}");
+    assert!(
+        requests.iter().all(|r| r.starts_with("GET ")),
+        "{requests:?}"
+    );
     assert_eq!(requests[0], "GET /api/v1/namespaces?&limit=500");
     assert!(requests.contains(&"GET /apis/apps/v1/deployments?&limit=500".to_string()));
     assert!(requests.contains(&"GET /api/v1/pods?&limit=500".to_string()));
@@ -114,7 +123,10 @@ async fn all_namespaces_lists_cluster_wide() {
         requests.last().unwrap(),
         "GET /api/v1/namespaces/gg/configmaps/gracegate-target-groups"
     );
-    assert!(!requests.iter().any(|r| r.contains("namespaces/game-2048")), "{requests:?}");
+    assert!(
+        !requests.iter().any(|r| r.contains("namespaces/game-2048")),
+        "{requests:?}"
+    );
 }
 
 /// Lists come in pages of 500; a continue token asks for the next page.
@@ -134,7 +146,11 @@ async fn follows_continue_tokens() {
     )
     .await
     .unwrap();
-    let pods: Vec<String> = api.requests().into_iter().filter(|r| r.contains("/pods")).collect();
+    let pods: Vec<String> = api
+        .requests()
+        .into_iter()
+        .filter(|r| r.contains("/pods"))
+        .collect();
     assert_eq!(pods.len(), 2, "{pods:?}");
     assert!(pods[1].contains("continue="), "{pods:?}");
     let report: Value = serde_json::from_str(&text).unwrap();
@@ -145,7 +161,10 @@ async fn follows_continue_tokens() {
         .find(|f| f["check"] == "pods-without-gate")
         .unwrap();
     assert!(
-        without_gate["reason"].as_str().unwrap().starts_with("4 of 4 running pods"),
+        without_gate["reason"]
+            .as_str()
+            .unwrap()
+            .starts_with("4 of 4 running pods"),
         "{without_gate}"
     );
 }
@@ -207,7 +226,10 @@ async fn forbidden_required_list_is_a_clear_error() {
     .await
     .unwrap_err();
     let message = format!("{error:#}");
-    assert!(message.starts_with("listing pods (audit needs get/list on it"), "{message}");
+    assert!(
+        message.starts_with("listing pods (audit needs get/list on it"),
+        "{message}"
+    );
 }
 
 #[rstest::rstest]
@@ -226,7 +248,8 @@ async fn exit_code_follows_fail_on(#[case] extra: &[&str], #[case] expected: i32
 async fn warnings_only_do_not_fail_on_risk() {
     // The fixed cluster keeps only warnings: AWS default delay (its S is capped) and the LBC.
     let mut objects = risky_cluster();
-    objects.retain(|o| o["kind"] != "Pod" && o["kind"] != "Deployment" && o["kind"] != "ReplicaSet");
+    objects
+        .retain(|o| o["kind"] != "Pod" && o["kind"] != "Deployment" && o["kind"] != "ReplicaSet");
     let mut d = fixture("audit/deployment.json");
     d["spec"]["replicas"] = json!(3);
     objects.push(d);
