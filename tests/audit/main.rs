@@ -307,3 +307,54 @@ async fn yaml_and_json_agree() {
     assert_eq!(from_json["apiVersion"], "gracegate.io/v1alpha1");
     assert_eq!(from_json["kind"], "AuditReport");
 }
+
+/// manifests/audit-rbac.yaml allows every request audit makes, and only get/list.
+#[tokio::test]
+async fn the_documented_cluster_role_covers_every_request() {
+    let role: Value = serde_saphyr::from_str(
+        &std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("manifests/audit-rbac.yaml"))
+            .unwrap(),
+    )
+    .unwrap();
+    let rules = role["rules"].as_array().unwrap();
+    let allowed = |group: &str, resource: &str, verb: &str, name: Option<&str>| {
+        rules.iter().any(|r| {
+            let has = |field: &str, v: &str| r[field].as_array().unwrap().iter().any(|x| x == v);
+            has("apiGroups", group)
+                && has("resources", resource)
+                && has("verbs", verb)
+                && r.get("resourceNames").is_none_or(|n| {
+                    name.is_some_and(|name| n.as_array().unwrap().iter().any(|x| x == name))
+                })
+        })
+    };
+    for rule in rules {
+        for verb in rule["verbs"].as_array().unwrap() {
+            assert!(verb == "get" || verb == "list", "{rule}");
+        }
+    }
+    let (_, _, mut requests) = run(risky_cluster(), &["-n", "game-2048"]).await;
+    let (_, _, all) = run(risky_cluster(), &["-A"]).await;
+    requests.extend(all);
+    for request in requests {
+        let path = request.trim_start_matches("GET ").split('?').next().unwrap();
+        let (group, rest) = match path.strip_prefix("/api/v1/") {
+            Some(rest) => ("", rest),
+            None => {
+                let r = path.strip_prefix("/apis/").unwrap();
+                let mut p = r.splitn(3, '/');
+                (p.next().unwrap(), { p.next(); p.next().unwrap() })
+            }
+        };
+        let segments: Vec<&str> = rest.split('/').collect();
+        let (resource, name) = match segments.as_slice() {
+            ["namespaces", _, resource, name] => (*resource, Some(*name)),
+            ["namespaces", _, resource] => (*resource, None),
+            [resource, name] => (*resource, Some(*name)),
+            [resource] => (*resource, None),
+            _ => panic!("{path}"),
+        };
+        let verb = if name.is_some() { "get" } else { "list" };
+        assert!(allowed(group, resource, verb, name), "not allowed by audit-rbac.yaml: {request}");
+    }
+}
