@@ -22,6 +22,7 @@ pub mod inject;
 pub mod logging;
 pub mod metrics;
 pub mod plugin;
+pub mod plan;
 pub mod serve;
 pub mod targets;
 pub mod timing;

@@ -24,6 +24,12 @@ async fn main() -> anyhow::Result<()> {
                 std::process::exit(code);
             }
         }
+        Command::Plan(args) => {
+            print!(
+                "{}",
+                gracegate::plan::cluster::run(&args).await.context("plan")?
+            );
+        }
         Command::Certs(args) => {
             let bundle =
                 gracegate::certs::generate(&args.service, &args.namespace, args.valid_days)?;

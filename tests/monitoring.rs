@@ -86,7 +86,12 @@ fn stop(mut child: Child) -> String {
     let _ = child.kill();
     let _ = child.wait();
     let mut stderr = String::new();
-    child.stderr.take().unwrap().read_to_string(&mut stderr).unwrap();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut stderr)
+        .unwrap();
     stderr
 }
 
@@ -94,9 +99,13 @@ fn stop(mut child: Child) -> String {
 fn exported(exposition: &str) -> BTreeSet<String> {
     let mut names = BTreeSet::new();
     for line in exposition.lines() {
-        let Some(rest) = line.strip_prefix("# TYPE ") else { continue };
+        let Some(rest) = line.strip_prefix("# TYPE ") else {
+            continue;
+        };
         let mut parts = rest.split_whitespace();
-        let (Some(name), Some(kind)) = (parts.next(), parts.next()) else { continue };
+        let (Some(name), Some(kind)) = (parts.next(), parts.next()) else {
+            continue;
+        };
         let suffixes: &[&str] = match kind {
             "counter" => &["_total"],
             "histogram" => &["_bucket", "_sum", "_count"],
@@ -128,7 +137,10 @@ fn metric_names(expr: &str) -> Vec<String> {
 fn used() -> Vec<(String, String)> {
     let mut used = Vec::new();
     let rules = std::fs::read_to_string(repo("manifests/monitoring/prometheusrule.yaml")).unwrap();
-    for line in rules.lines().filter(|l| l.trim_start().starts_with("expr:")) {
+    for line in rules
+        .lines()
+        .filter(|l| l.trim_start().starts_with("expr:"))
+    {
         for name in metric_names(line) {
             used.push(("prometheusrule.yaml".to_string(), name));
         }
@@ -199,7 +211,10 @@ fn rules_and_dashboard_use_only_exported_metrics_and_logs_have_no_colour() {
         "queried but not exported: {missing:?}\nexported: {exported:?}"
     );
     for alert_metric in ["gracegate_gate_timeouts_total", "gracegate_leader"] {
-        assert!(used.iter().any(|(_, n)| n == alert_metric), "{alert_metric} unused");
+        assert!(
+            used.iter().any(|(_, n)| n == alert_metric),
+            "{alert_metric} unused"
+        );
     }
 
     // stderr is a pipe here: plain logs without escape codes.

@@ -353,7 +353,7 @@ async fn fill_from_aws(inventory: &mut Inventory, args: &AuditArgs) -> anyhow::R
             .await
             .with_context(|| format!("DescribeTargetGroupAttributes {arn}"))?;
         let record = inventory.target_groups.entry(&group, Some(&arn));
-        let mut facts = record.facts.clone().unwrap_or_else(Facts::default);
+        let mut facts = record.facts.clone().unwrap_or_default();
         facts.deregistration_delay_seconds = delay;
         record.facts = Some(facts);
     }

@@ -80,11 +80,16 @@ impl RecordKeeper {
     }
 
     pub fn set_facts(&mut self, group: &TargetGroup, arn: &str, facts: Facts, at: Timestamp) {
-        let changed = self.records.entry(group, Some(arn)).set_facts(facts, at);
-        if changed {
-            info!(target_group = %group.name(Some(arn)), "target group facts changed");
+        let record = self.records.entry(group, Some(arn));
+        let first = record.facts.is_none();
+        // A refresh that finds the same facts moves only their time: not worth a write (the
+        // time goes out with the next change).
+        if record.set_facts(facts, at) {
+            if !first {
+                info!(target_group = %group.name(Some(arn)), "target group facts changed");
+            }
+            self.dirty = true;
         }
-        self.dirty = true;
     }
 
     /// When the facts of `group` were last read, as far as the records know.

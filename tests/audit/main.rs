@@ -312,8 +312,10 @@ async fn yaml_and_json_agree() {
 #[tokio::test]
 async fn the_documented_cluster_role_covers_every_request() {
     let role: Value = serde_saphyr::from_str(
-        &std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("manifests/audit-rbac.yaml"))
-            .unwrap(),
+        &std::fs::read_to_string(
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("manifests/audit-rbac.yaml"),
+        )
+        .unwrap(),
     )
     .unwrap();
     let rules = role["rules"].as_array().unwrap();
@@ -337,13 +339,20 @@ async fn the_documented_cluster_role_covers_every_request() {
     let (_, _, all) = run(risky_cluster(), &["-A"]).await;
     requests.extend(all);
     for request in requests {
-        let path = request.trim_start_matches("GET ").split('?').next().unwrap();
+        let path = request
+            .trim_start_matches("GET ")
+            .split('?')
+            .next()
+            .unwrap();
         let (group, rest) = match path.strip_prefix("/api/v1/") {
             Some(rest) => ("", rest),
             None => {
                 let r = path.strip_prefix("/apis/").unwrap();
                 let mut p = r.splitn(3, '/');
-                (p.next().unwrap(), { p.next(); p.next().unwrap() })
+                (p.next().unwrap(), {
+                    p.next();
+                    p.next().unwrap()
+                })
             }
         };
         let segments: Vec<&str> = rest.split('/').collect();
@@ -355,6 +364,9 @@ async fn the_documented_cluster_role_covers_every_request() {
             _ => panic!("{path}"),
         };
         let verb = if name.is_some() { "get" } else { "list" };
-        assert!(allowed(group, resource, verb, name), "not allowed by audit-rbac.yaml: {request}");
+        assert!(
+            allowed(group, resource, verb, name),
+            "not allowed by audit-rbac.yaml: {request}"
+        );
     }
 }

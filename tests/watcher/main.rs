@@ -4,6 +4,7 @@
 
 mod departures;
 mod end_to_end;
+mod facts;
 #[path = "../support/fake_elb.rs"]
 mod fake_elb;
 mod harness;
