@@ -27,7 +27,7 @@ use super::output::{self, Format};
 use super::{AuditSettings, Inventory, Severity, audit};
 use crate::binding::TargetGroupBinding;
 use crate::cli::{InjectArgs, parse_duration};
-use crate::facts::{CONFIGMAP_NAME, Facts};
+use crate::facts::CONFIGMAP_NAME;
 use crate::inject::PrestopAction;
 use crate::targets::TargetGroup;
 
