@@ -40,6 +40,9 @@ pub enum Command {
     Serve(ServeArgs),
     /// Make a CA and a serving certificate for the webhook.
     Certs(CertsArgs),
+    /// Report the workloads behind TargetGroupBindings that will drop requests on their next
+    /// rollout, with the fix (read-only; exit code 3 when a finding reaches --fail-on).
+    Audit(crate::audit::shell::AuditArgs),
     /// Print the preStop sleep and grace period gracegate would inject, the time a new target
     /// needs to turn healthy and the rollout's duration, with the reasoning.
     Plan(PlanArgs),

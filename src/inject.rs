@@ -511,15 +511,14 @@ pub fn evidence(served: &[Served<'_>], objects: &NamespaceObjects) -> Evidence {
         }
         let Some(record) = record else { continue };
         match record.measured_p99() {
-            Some(p99) => {
-                if out.measured.as_ref().is_none_or(|m| p99 > m.p99_seconds) {
-                    out.measured = Some(MeasuredDrain {
-                        p99_seconds: p99,
-                        count: record.drain.as_ref().map_or(0, |d| d.count),
-                        target_group: name(),
-                    });
-                }
+            Some(p99) if out.measured.as_ref().is_none_or(|m| p99 > m.p99_seconds) => {
+                out.measured = Some(MeasuredDrain {
+                    p99_seconds: p99,
+                    count: record.drain.as_ref().map_or(0, |d| d.count),
+                    target_group: name(),
+                });
             }
+            Some(_) => {}
             None if record.load_balancer() == Some(LoadBalancerKind::Network) => {
                 out.unmeasured_nlbs.push(name())
             }

@@ -9,6 +9,7 @@
 //! * [`webhook`]: the HTTPS admission server and its plain-HTTP admin port.
 //! * [`certs`]: a CA and a serving certificate for the webhook.
 
+pub mod audit;
 pub mod aws;
 pub mod binding;
 pub mod certs;
@@ -18,8 +19,10 @@ pub mod drain;
 pub mod facts;
 pub mod health;
 pub mod inject;
+pub mod logging;
 pub mod metrics;
 pub mod plan;
+pub mod plugin;
 pub mod serve;
 pub mod targets;
 pub mod timing;

@@ -1,7 +1,5 @@
 use anyhow::Context as _;
-use clap::Parser;
-use gracegate::cli::{Cli, Command, LogFormat};
-use tracing_subscriber::EnvFilter;
+use gracegate::cli::{Command, LogFormat};
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
@@ -9,7 +7,8 @@ async fn main() -> anyhow::Result<()> {
     rustls::crypto::ring::default_provider()
         .install_default()
         .map_err(|_| anyhow::anyhow!("a rustls crypto provider was already installed"))?;
-    let cli = Cli::parse();
+    // Help says `kubectl gracegate` when run as the plugin `kubectl-gracegate`.
+    let cli = gracegate::plugin::parse();
     init_logging(cli.log_format);
     match cli.command {
         Command::Webhook(args) => gracegate::webhook::server::run(args)
@@ -19,6 +18,12 @@ async fn main() -> anyhow::Result<()> {
             .await
             .context("watcher")?,
         Command::Serve(args) => gracegate::serve::run_serve(args).await.context("serve")?,
+        Command::Audit(args) => {
+            let code = gracegate::audit::shell::run(args).await.context("audit")?;
+            if code != 0 {
+                std::process::exit(code);
+            }
+        }
         Command::Plan(args) => {
             print!(
                 "{}",
@@ -41,10 +46,5 @@ async fn main() -> anyhow::Result<()> {
 }
 
 fn init_logging(format: LogFormat) {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter);
-    match format {
-        LogFormat::Plain => builder.init(),
-        LogFormat::Json => builder.json().flatten_event(true).init(),
-    }
+    gracegate::logging::init(format);
 }

@@ -253,7 +253,7 @@ pub fn plan(
             ),
         });
     }
-    risks.sort_by(|a, b| b.severity.cmp(&a.severity));
+    risks.sort_by_key(|r| std::cmp::Reverse(r.severity));
 
     Ok(Report {
         prestop_seconds: s,

@@ -128,15 +128,18 @@ async fn announce(
                 format!("{}: target healthy{after}", gate.gate),
             )
         }
-        Observation::TimedOut { .. } => (
-            EventType::Warning,
-            "GateTimeout",
-            format!(
-                "{}: {}",
-                gate.gate,
-                condition.message.clone().unwrap_or_default()
-            ),
-        ),
+        Observation::TimedOut { .. } => {
+            ctx.metrics.gate_timeouts.inc();
+            (
+                EventType::Warning,
+                "GateTimeout",
+                format!(
+                    "{}: {}",
+                    gate.gate,
+                    condition.message.clone().unwrap_or_default()
+                ),
+            )
+        }
         _ => return,
     };
     ctx.event(&gate.namespace, &gate.pod, &gate.uid, type_, reason, note)
