@@ -78,7 +78,8 @@ async fn main() {
         s.fake.add_target_group(&arn(g), &format!("tgb-{g}"));
     }
     for i in 0..PODS {
-        s.fake.set_health(&arn(i), &ip(i), 80, "healthy", None, None);
+        s.fake
+            .set_health(&arn(i), &ip(i), 80, "healthy", None, None);
     }
 
     // 1. An hour of steady state, waking only when the loop would.
@@ -93,7 +94,9 @@ async fn main() {
     let facts_calls = s.fake.calls("DescribeTargetGroups");
     let attribute_calls = s.fake.calls("DescribeTargetGroupAttributes");
     println!("## steady state, 1 h, {GROUPS} target groups, facts refresh 10 min");
-    println!("| ticks | DescribeTargetGroups | DescribeTargetGroupAttributes | per target group and hour | DescribeTargetHealth |");
+    println!(
+        "| ticks | DescribeTargetGroups | DescribeTargetGroupAttributes | per target group and hour | DescribeTargetHealth |"
+    );
     println!("|---|---|---|---|---|");
     println!(
         "| {ticks} | {facts_calls} | {attribute_calls} | {:.1} | {} |",
@@ -156,12 +159,20 @@ async fn main() {
         .iter()
         .map(|w| serde_json::to_vec(&w.body).unwrap().len())
         .collect();
-    let drains: usize = s.watcher.records().by_key.values().map(|r| r.drains.len()).sum();
+    let drains: usize = s
+        .watcher
+        .records()
+        .by_key
+        .values()
+        .map(|r| r.drains.len())
+        .sum();
     println!();
     println!(
         "## rollout of {PODS} pods over {GROUPS} target groups, 2 deleted per second, drains 20–80 s"
     );
-    println!("| rollout seconds | drains measured (kept) | max departing | ConfigMap writes | writes per minute | last write bytes | bytes written |");
+    println!(
+        "| rollout seconds | drains measured (kept) | max departing | ConfigMap writes | writes per minute | last write bytes | bytes written |"
+    );
     println!("|---|---|---|---|---|---|---|");
     println!(
         "| {} | {} | {} | {} | {:.1} | {} | {} |",

@@ -120,6 +120,10 @@ pub struct PlanArgs {
     #[arg(long, env = "GRACEGATE_NAMESPACE", default_value = "gracegate-system")]
     pub gracegate_namespace: String,
 
+    /// Path to the kubeconfig file (default: KUBECONFIG, ~/.kube/config, or in-cluster).
+    #[arg(long, env = "KUBECONFIG")]
+    pub kubeconfig: Option<PathBuf>,
+
     /// The kubeconfig context to use (default: the current one).
     #[arg(long)]
     pub context: Option<String>,

@@ -231,6 +231,33 @@ pub fn records_of(cm: &ConfigMap) -> Records {
     records
 }
 
+/// A client as kubectl would make one, for the commands a person runs (`plan`, `audit`):
+/// `kubeconfig` (else `KUBECONFIG`, `~/.kube/config`, or the in-cluster service account) and
+/// its `context` (else the current one).
+pub async fn kubectl_client(
+    kubeconfig: Option<&Path>,
+    context: Option<&str>,
+) -> anyhow::Result<Client> {
+    use anyhow::Context as _;
+    use kube::config::{Config, KubeConfigOptions, Kubeconfig};
+    let options = KubeConfigOptions {
+        context: context.map(String::from),
+        ..Default::default()
+    };
+    let config = match kubeconfig {
+        Some(path) => {
+            let kubeconfig = Kubeconfig::read_from(path)
+                .with_context(|| format!("reading kubeconfig {}", path.display()))?;
+            Config::from_custom_kubeconfig(kubeconfig, &options).await?
+        }
+        None if context.is_some() => Config::from_kubeconfig(&options).await?,
+        None => Config::infer()
+            .await
+            .context("no kubeconfig (KUBECONFIG, ~/.kube/config) and not in a cluster")?,
+    };
+    Ok(Client::try_from(config)?)
+}
+
 /// Drop what no decision reads before it is cached: managed fields and the last-applied copy
 /// of the whole object are usually most of its size.
 fn strip<K: Resource>(object: &mut K) {

@@ -19,8 +19,7 @@ use k8s_openapi::api::admissionregistration::v1::MutatingWebhookConfiguration;
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace};
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind, ListParams};
-use kube::config::{KubeConfigOptions, Kubeconfig};
-use kube::{Client, Config, Resource};
+use kube::{Client, Resource};
 use serde::de::DeserializeOwned;
 
 use super::output::{self, Format};
@@ -118,22 +117,7 @@ pub async fn run(args: AuditArgs) -> anyhow::Result<i32> {
 }
 
 async fn client(args: &AuditArgs) -> anyhow::Result<Client> {
-    let options = KubeConfigOptions {
-        context: args.context.clone(),
-        ..Default::default()
-    };
-    let config = match &args.kubeconfig {
-        Some(path) => {
-            let kubeconfig = Kubeconfig::read_from(path)
-                .with_context(|| format!("reading kubeconfig {}", path.display()))?;
-            Config::from_custom_kubeconfig(kubeconfig, &options).await?
-        }
-        None if args.context.is_some() => Config::from_kubeconfig(&options).await?,
-        None => Config::infer()
-            .await
-            .context("no kubeconfig (KUBECONFIG, ~/.kube/config) and not in a cluster")?,
-    };
-    Ok(Client::try_from(config)?)
+    crate::cluster::kubectl_client(args.kubeconfig.as_deref(), args.context.as_deref()).await
 }
 
 /// Everything but making the client and printing: the rendered output and the exit code.
@@ -316,16 +300,11 @@ pub async fn collect(
     Ok(inventory)
 }
 
-/// `--aws`: the deregistration delay of every bound target group the records do not know.
+/// `--aws`: the facts (deregistration delay, protocol → load balancer kind, health checks) of
+/// every bound target group the records do not know.
 async fn fill_from_aws(inventory: &mut Inventory, args: &AuditArgs) -> anyhow::Result<()> {
-    let options = crate::aws::ElbOptions::default();
-    let config = crate::aws::sdk_config(
-        args.aws_region.clone(),
-        args.aws_endpoint_url.clone(),
-        &options,
-    )
-    .await;
-    let elb = crate::aws::Elb::new(&config, &options, Default::default());
+    let elb =
+        crate::aws::Elb::for_command(args.aws_region.clone(), args.aws_endpoint_url.clone()).await;
     let groups: std::collections::BTreeSet<TargetGroup> = inventory
         .bindings
         .iter()
@@ -335,8 +314,7 @@ async fn fill_from_aws(inventory: &mut Inventory, args: &AuditArgs) -> anyhow::R
         if inventory
             .target_groups
             .get(&group)
-            .and_then(|r| r.deregistration_delay())
-            .is_some()
+            .is_some_and(|r| r.facts.is_some())
         {
             continue;
         }
@@ -348,14 +326,14 @@ async fn fill_from_aws(inventory: &mut Inventory, args: &AuditArgs) -> anyhow::R
                 .with_context(|| format!("DescribeTargetGroups {name}"))?,
         };
         let Some(arn) = arn else { continue };
-        let delay = elb
-            .deregistration_delay(&arn)
+        let facts = elb
+            .target_group_facts(&arn)
             .await
-            .with_context(|| format!("DescribeTargetGroupAttributes {arn}"))?;
-        let record = inventory.target_groups.entry(&group, Some(&arn));
-        let mut facts = record.facts.clone().unwrap_or_default();
-        facts.deregistration_delay_seconds = delay;
-        record.facts = Some(facts);
+            .with_context(|| format!("target group {arn}"))?;
+        inventory
+            .target_groups
+            .entry(&group, Some(&arn))
+            .set_facts(facts, Timestamp::now());
     }
     Ok(())
 }

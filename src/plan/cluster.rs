@@ -26,31 +26,13 @@ use crate::{Error, Result};
 pub async fn run(args: &PlanArgs) -> Result<String> {
     let settings = args.timing();
     let (lb, shape, timing, notes) = if args.from_cluster {
-        let config = match &args.context {
-            Some(context) => {
-                let options = kube::config::KubeConfigOptions {
-                    context: Some(context.clone()),
-                    ..Default::default()
-                };
-                kube::Config::from_kubeconfig(&options)
-                    .await
-                    .map_err(|e| Error::Settings(format!("kubeconfig context {context}: {e}")))?
-            }
-            None => kube::Config::infer()
+        let client =
+            crate::cluster::kubectl_client(args.kubeconfig.as_deref(), args.context.as_deref())
                 .await
-                .map_err(|e| Error::Settings(format!("no cluster: {e}")))?,
-        };
-        let client = Client::try_from(config)?;
+                .map_err(|e| Error::Settings(format!("{e:#}")))?;
         let elb = match args.aws {
             true => {
-                let options = crate::aws::ElbOptions::default();
-                let sdk = crate::aws::sdk_config(
-                    args.aws_region.clone(),
-                    args.aws_endpoint_url.clone(),
-                    &options,
-                )
-                .await;
-                Some(Elb::new(&sdk, &options, Default::default()))
+                Some(Elb::for_command(args.aws_region.clone(), args.aws_endpoint_url.clone()).await)
             }
             false => None,
         };

@@ -8,6 +8,7 @@ use std::fmt::Write as _;
 
 use serde::Serialize;
 
+pub use crate::audit::Severity;
 use crate::binding::DelaySource;
 use crate::facts::{LoadBalancerKind, MIN_DRAINS};
 use crate::timing::{
@@ -69,15 +70,6 @@ pub struct Shape {
     pub max_unavailable: String,
     /// Seconds from a new pod's creation to its containers serving (image pull, start).
     pub pod_start_seconds: u32,
-}
-
-/// How bad a risk is, as `gracegate audit` grades findings.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Severity {
-    Info,
-    Warn,
-    Risk,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize)]
@@ -359,12 +351,7 @@ impl Report {
             out.push_str("  none found\n");
         }
         for risk in &self.risks {
-            let severity = match risk.severity {
-                Severity::Risk => "risk",
-                Severity::Warn => "warn",
-                Severity::Info => "info",
-            };
-            let _ = writeln!(out, "  {severity:<5} {}", risk.text);
+            let _ = writeln!(out, "  {:<5} {}", risk.severity.as_str(), risk.text);
         }
         out.push_str("\nWhy:\n");
         for line in &self.reasoning {

@@ -120,7 +120,9 @@ mod from_cluster {
     use serde_json::{Value, json};
 
     fn fixture(path: &str) -> Value {
-        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(path);
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/fixtures")
+            .join(path);
         serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap()
     }
 
@@ -170,37 +172,91 @@ mod from_cluster {
                 let _ = request.into_body().collect().await;
                 record.lock().unwrap().push((method, path.clone()));
                 let body = match path.as_str() {
-                    "/apis/apps/v1/namespaces/game-2048/deployments/deployment-2048" => deployment(),
-                    "/api/v1/namespaces/game-2048" => fixture("cluster/namespace.json"),
-                    "/api/v1/namespaces/game-2048/services" => list("Service", vec![fixture("cluster/service.json")]),
-                    "/apis/elbv2.k8s.aws/v1beta1/namespaces/game-2048/targetgroupbindings" => {
-                        list("TargetGroupBinding", vec![fixture("cluster/targetgroupbinding.json")])
+                    "/apis/apps/v1/namespaces/game-2048/deployments/deployment-2048" => {
+                        deployment()
                     }
-                    "/apis/networking.k8s.io/v1/namespaces/game-2048/ingresses" => list("Ingress", vec![]),
-                    "/api/v1/namespaces/gracegate-system/configmaps/gracegate-target-groups" => records(),
+                    "/api/v1/namespaces/game-2048" => fixture("cluster/namespace.json"),
+                    "/api/v1/namespaces/game-2048/services" => {
+                        list("Service", vec![fixture("cluster/service.json")])
+                    }
+                    "/apis/elbv2.k8s.aws/v1beta1/namespaces/game-2048/targetgroupbindings" => list(
+                        "TargetGroupBinding",
+                        vec![fixture("cluster/targetgroupbinding.json")],
+                    ),
+                    "/apis/networking.k8s.io/v1/namespaces/game-2048/ingresses" => {
+                        list("Ingress", vec![])
+                    }
+                    "/api/v1/namespaces/gracegate-system/configmaps/gracegate-target-groups" => {
+                        records()
+                    }
                     other => panic!("unexpected request {other}"),
                 };
-                send.send_response(Response::builder().status(200).body(Body::from(serde_json::to_vec(&body).unwrap())).unwrap());
+                send.send_response(
+                    Response::builder()
+                        .status(200)
+                        .body(Body::from(serde_json::to_vec(&body).unwrap()))
+                        .unwrap(),
+                );
             }
         });
         let client = kube::Client::new(service, "default");
-        let got = read(client, "game-2048", "deployment-2048", "gracegate-system", &TimingSettings::default(), 10, None)
-            .await
-            .unwrap();
+        let got = read(
+            client,
+            "game-2048",
+            "deployment-2048",
+            "gracegate-system",
+            &TimingSettings::default(),
+            10,
+            None,
+        )
+        .await
+        .unwrap();
         server.abort();
 
         let seen = seen.lock().unwrap().clone();
-        assert!(seen.iter().all(|(m, _)| m == Method::GET), "read-only: {seen:?}");
+        assert!(
+            seen.iter().all(|(m, _)| m == Method::GET),
+            "read-only: {seen:?}"
+        );
         assert_eq!(seen.len(), 6, "{seen:?}");
         // No Ingress: D is the target group's own 300 s; the measured p99 (61 s) + 5 is smaller.
         assert_eq!(got.timing.prestop_seconds, 120);
         assert_eq!(got.timing.prestop_source.as_str(), "deregistration-delay");
-        assert_eq!((got.shape.replicas, got.shape.max_surge.as_str(), got.shape.max_unavailable.as_str()), (4, "1", "0"));
-        assert_eq!(got.load_balancer.kind, gracegate::facts::LoadBalancerKind::Network);
-        assert_eq!((got.load_balancer.health_check_interval_seconds, got.load_balancer.healthy_threshold), (10, 2));
-        assert_eq!(got.load_balancer.measured.as_ref().map(|m| m.p99_seconds), Some(61.0));
-        let report = gracegate::plan::plan(&TimingSettings::default(), &got.load_balancer, &got.shape, Some(got.timing)).unwrap();
+        assert_eq!(
+            (
+                got.shape.replicas,
+                got.shape.max_surge.as_str(),
+                got.shape.max_unavailable.as_str()
+            ),
+            (4, "1", "0")
+        );
+        assert_eq!(
+            got.load_balancer.kind,
+            gracegate::facts::LoadBalancerKind::Network
+        );
+        assert_eq!(
+            (
+                got.load_balancer.health_check_interval_seconds,
+                got.load_balancer.healthy_threshold
+            ),
+            (10, 2)
+        );
+        assert_eq!(
+            got.load_balancer.measured.as_ref().map(|m| m.p99_seconds),
+            Some(61.0)
+        );
+        let report = gracegate::plan::plan(
+            &TimingSettings::default(),
+            &got.load_balancer,
+            &got.shape,
+            Some(got.timing),
+        )
+        .unwrap();
         assert_eq!((report.rollout.waves, report.rollout.seconds), (4, 120));
-        assert!(report.risks.iter().any(|r| r.text.contains("AWS default")), "{:#?}", report.risks);
+        assert!(
+            report.risks.iter().any(|r| r.text.contains("AWS default")),
+            "{:#?}",
+            report.risks
+        );
     }
 }
