@@ -48,6 +48,11 @@ impl DepartureFollower {
         self.departures.is_empty()
     }
 
+    /// Departures followed or remembered as concluded.
+    pub fn remembered(&self) -> usize {
+        self.departures.len() + self.departed.len()
+    }
+
     /// The targets to ask about.
     pub fn targets(&self) -> impl Iterator<Item = (&TargetGroup, &TargetId)> {
         self.departures.values().map(|d| (&d.group, &d.target))
