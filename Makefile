@@ -8,36 +8,51 @@ ADMIN   ?= 127.0.0.1:8080
 VENV    ?= .venv
 MOTO_VERSION ?= 5.2.5
 
-.PHONY: run test certs build release bench lint fmt clean review
+.PHONY: run test certs build release bench lint fmt clean review image image-push dev-bin
+
+# Where cargo puts its output (CARGO_TARGET_DIR, else target/).
+TARGET_DIR ?= $(or $(CARGO_TARGET_DIR),target)
+DEV_BIN := $(TARGET_DIR)/debug/gracegate
 
 ## run: serve the webhook on https://$(LISTEN)/mutate (admin on http://$(ADMIN)) with
 ## dev certificates and the example objects; no cluster needed.
-run: $(CERTS)/tls.crt
-	$(CARGO) run -- webhook --listen $(LISTEN) --admin-listen $(ADMIN) \
+run: dev-bin $(CERTS)/tls.crt
+	$(DEV_BIN) webhook --listen $(LISTEN) --admin-listen $(ADMIN) \
 	  --tls-cert $(CERTS)/tls.crt --tls-key $(CERTS)/tls.key \
 	  --objects examples/objects --shutdown-delay-seconds 0
 
-## test: install what the tests need, then run every test: unit, integration, doc, and the
+## dev-bin: the debug binary, built with the same dependency features as `make test` (the
+## example target pulls in the dev-dependencies' features, tokio's test-util among them), so
+## `make run` after `make test` compiles nothing, and the other way round. A plain
+## `cargo run` resolves features without them and recompiles ~40 crates.
+dev-bin:
+	$(CARGO) build --locked --bin gracegate --example floor
+
+## test: install what the tests need, then run every test: unit, integration, and the
 ## criterion bench once as a smoke test (the other benches are measurements: `make bench`).
-## The ELBv2 conformance test runs against moto (a Python ELBv2 emulator) from $(VENV).
-## The last line sums every test binary's result.
+## A plain `cargo test` runs the same tests except the ELBv2 conformance test against moto
+## (a Python ELBv2 emulator), which it reports as ignored; here it runs from $(VENV), in
+## the same build. The last line sums every test binary's result.
 test: $(VENV)/bin/moto_server
 	@mkdir -p target
-	set -o pipefail; { $(CARGO) test --doc --locked && \
-	  MOTO_SERVER=$(abspath $(VENV))/bin/moto_server $(CARGO) test --locked \
-	    --lib --bins --tests --examples --bench inject; } 2>&1 | tee target/test.log
-	@awk '/^test result:/ { passed += $$4; failed += $$6 } END { printf "tests: %d passed, %d failed\n", passed, failed }' target/test.log
+	set -o pipefail; { $(CARGO) test --locked --lib --bins --tests --examples --bench inject && \
+	  MOTO_SERVER=$(abspath $(VENV))/bin/moto_server $(CARGO) test --locked --test aws \
+	    -- --ignored moto_conformance; } 2>&1 | tee target/test.log
+	@awk '/^test result:/ { passed += $$4; failed += $$6; ignored += $$8 } END { printf "tests: %d passed, %d failed (moto counted once: ignored by the first run, run by the second)\n", passed, failed }' target/test.log
 
 $(VENV)/bin/moto_server:
 	python3 -m venv $(VENV)
 	$(VENV)/bin/pip install --quiet --disable-pip-version-check 'moto[server]==$(MOTO_VERSION)' boto3
 
 ## certs: a CA and a serving certificate in $(CERTS)/ (see certs/README.md).
-certs $(CERTS)/tls.crt:
-	$(CARGO) run -- certs --service gracegate --namespace gracegate-system --out $(CERTS)
+## A CA already in $(CERTS)/ is kept (see certs/README.md for rotating it).
+certs $(CERTS)/tls.crt: dev-bin
+	$(DEV_BIN) certs --service gracegate --namespace gracegate-system --out $(CERTS)
 
 ## review: post a recorded AdmissionReview to a running `make run` and print the decoded patch.
 review:
+	@curl -s -o /dev/null --cacert $(CERTS)/ca.crt https://$(LISTEN)/mutate || \
+	  { echo "no webhook answers on https://$(LISTEN) with $(CERTS)/ca.crt: is \`make run\` running?" >&2; exit 1; }
 	@curl -sS --cacert $(CERTS)/ca.crt -H 'Content-Type: application/json' \
 	  --data-binary @tests/fixtures/admission/create-deployment-pod.json \
 	  https://$(LISTEN)/mutate | python3 -c 'import base64,json,sys; r=json.load(sys.stdin)["response"]; print(json.dumps({k: v for k, v in r.items() if k != "patch"}, indent=2)); print(json.dumps(json.loads(base64.b64decode(r.get("patch", "W10="))), indent=2))'

@@ -69,7 +69,7 @@ pub fn router(context: Context) -> Router {
 /// `/livez`, `/readyz`, `/metrics`, served in plain HTTP on the admin port.
 pub fn admin_router(context: Context) -> Router {
     Router::new()
-        .route("/livez", get(|| async { "ok" }))
+        .route("/livez", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .with_state(context)
@@ -113,7 +113,7 @@ async fn mutate(State(context): State<Context>, body: Bytes) -> Response {
 
 async fn readyz(State(context): State<Context>) -> Response {
     if context.is_ready() {
-        (StatusCode::OK, "ok").into_response()
+        (StatusCode::OK, "ok\n").into_response()
     } else {
         let health = &context.health;
         let reason = if health.shutting_down.load(Ordering::Acquire) {
@@ -125,7 +125,7 @@ async fn readyz(State(context): State<Context>) -> Response {
         } else {
             "caches not synced"
         };
-        (StatusCode::SERVICE_UNAVAILABLE, reason).into_response()
+        (StatusCode::SERVICE_UNAVAILABLE, format!("{reason}\n")).into_response()
     }
 }
 

@@ -261,6 +261,12 @@ fn fail_open(body: &[u8], pod_error: &serde_json::Error) -> Result<Reviewed, Bad
             ResponseReview::allow(&request.types.api_version, &request.uid).warn([warning]);
         return Ok(reviewed(response, Outcome::FailedOpen, summary));
     }
+    if !value.is_object() {
+        return Err(BadReview(format!(
+            "not an AdmissionReview: the body is a JSON {}, not an object",
+            json_type(&value)
+        )));
+    }
     // Not even kube's loosest reading: answer with the bare minimum if a uid is there.
     let request = value
         .get("request")
@@ -284,4 +290,15 @@ fn fail_open(body: &[u8], pod_error: &serde_json::Error) -> Result<Reviewed, Bad
             ..Summary::default()
         },
     })
+}
+
+fn json_type(value: &Value) -> &'static str {
+    match value {
+        Value::Null => "null",
+        Value::Bool(_) => "boolean",
+        Value::Number(_) => "number",
+        Value::String(_) => "string",
+        Value::Array(_) => "array",
+        Value::Object(_) => "object",
+    }
 }
