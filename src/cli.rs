@@ -45,7 +45,7 @@ pub enum Command {
 #[derive(Debug, Args)]
 pub struct WatcherArgs {
     /// Plain-HTTP address for /livez, /readyz and /metrics.
-    #[arg(long, env = "GRACEGATE_ADMIN_LISTEN", default_value = "0.0.0.0:8080")]
+    #[arg(long, env = "GRACEGATE_ADMIN_LISTEN", default_value = "[::]:8080")]
     pub admin_listen: SocketAddr,
 
     /// Readiness gate condition type prefix, as given to the webhook.
@@ -137,12 +137,13 @@ pub fn parse_duration(s: &str) -> std::result::Result<std::time::Duration, Strin
 
 #[derive(Debug, Args)]
 pub struct WebhookArgs {
-    /// HTTPS address for `POST /mutate`.
-    #[arg(long, env = "GRACEGATE_LISTEN", default_value = "0.0.0.0:8443")]
+    /// HTTPS address for `POST /mutate`. `[::]` is dual-stack (IPv4 too); IPv4 only on hosts
+    /// without IPv6.
+    #[arg(long, env = "GRACEGATE_LISTEN", default_value = "[::]:8443")]
     pub listen: SocketAddr,
 
     /// Plain-HTTP address for /livez, /readyz and /metrics.
-    #[arg(long, env = "GRACEGATE_ADMIN_LISTEN", default_value = "0.0.0.0:8080")]
+    #[arg(long, env = "GRACEGATE_ADMIN_LISTEN", default_value = "[::]:8080")]
     pub admin_listen: SocketAddr,
 
     /// PEM certificate chain; re-read when the file changes.
@@ -411,6 +412,22 @@ mod tests {
         assert_eq!(args.watch.tick, std::time::Duration::from_secs(1));
         assert_eq!(args.webhook.inject.condition_prefix, "example.com");
         assert_eq!(args.lease.lease_name, "gracegate");
+    }
+
+    #[test]
+    fn default_addresses_are_dual_stack() {
+        let cli = Cli::try_parse_from(["gracegate", "serve", "--tls-cert", "c", "--tls-key", "k"])
+            .unwrap();
+        let Command::Serve(args) = cli.command else {
+            panic!("serve")
+        };
+        assert_eq!(args.webhook.listen.to_string(), "[::]:8443");
+        assert_eq!(args.webhook.admin_listen.to_string(), "[::]:8080");
+        let cli = Cli::try_parse_from(["gracegate", "watcher"]).unwrap();
+        let Command::Watcher(args) = cli.command else {
+            panic!("watcher")
+        };
+        assert_eq!(args.admin_listen.to_string(), "[::]:8080");
     }
 
     #[rstest]

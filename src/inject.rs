@@ -923,11 +923,7 @@ mod tests {
             condition_prefix: "target-health.gracegate.io".into(),
             ..Settings::default()
         };
-        let plan = super::plan(
-            &with_gate(pod(APP, &[]), GATE),
-            &objects(|_| {}),
-            &settings,
-        );
+        let plan = super::plan(&with_gate(pod(APP, &[]), GATE), &objects(|_| {}), &settings);
         assert_eq!(
             plan.gates,
             vec!["target-health.gracegate.io/k8s-game2048-service2-6f5e3c2a1b"]

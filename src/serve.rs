@@ -18,8 +18,9 @@ use crate::inject::Settings;
 use crate::metrics::Metrics;
 use crate::targets::GateSettings;
 use crate::watcher::{self, Watcher, WatcherSettings};
+use crate::webhook::conn::Timeouts;
 use crate::webhook::server::{self, shutdown_signal};
-use crate::webhook::{Context, Health, admin_router};
+use crate::webhook::{Context, Health};
 use crate::{Error, Result};
 
 /// Lease validity; a new leader takes over at most this long after the old one died.
@@ -43,7 +44,7 @@ pub async fn run_serve(args: ServeArgs) -> Result<()> {
         // The webhook's readiness never waits for the watcher's pod cache.
         result = lead(client, context, prefix, args.watch, args.lease, false) => {
             if let Err(error) = result {
-                warn!(%error, "leader election ended; shutting down");
+                warn!(error = %crate::report(&error), "leader election ended; shutting down");
             }
         }
     }
@@ -69,21 +70,19 @@ pub async fn run_watcher(args: WatcherArgs) -> Result<()> {
         metrics: Arc::new(Metrics::default()),
         health: Arc::new(health),
     };
-    let listener = tokio::net::TcpListener::bind(args.admin_listen)
-        .await
-        .map_err(|e| Error::io(args.admin_listen.to_string(), e))?;
-    info!(admin_addr = %args.admin_listen, "watcher admin serving");
-    let admin = axum::serve(listener, admin_router(context.clone())).into_future();
+    let (admin_addr, _admin_handle, admin) =
+        server::serve_admin(args.admin_listen, &context, Timeouts::default())?;
+    info!(%admin_addr, "watcher admin serving");
     tokio::select! {
         _ = shutdown_signal() => {}
         result = admin => {
-            if let Err(error) = result {
-                warn!(%error, "admin listener failed");
+            if let Ok(Err(error)) = result {
+                warn!(error = %crate::report(&error), "admin listener failed");
             }
         }
         result = lead(client, context, args.condition_prefix, args.watch, args.lease, true) => {
             if let Err(error) = result {
-                warn!(%error, "leader election ended; shutting down");
+                warn!(error = %crate::report(&error), "leader election ended; shutting down");
             }
         }
     }

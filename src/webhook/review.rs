@@ -29,12 +29,16 @@ pub struct Reviewed {
 #[derive(Debug, Default)]
 pub struct Summary {
     pub uid: String,
+    /// The reviewed object's kind (`Pod`, or what a misconfigured registration sends).
+    pub kind: String,
     pub namespace: String,
+    /// The object's name (a pod's `generateName*` when it has no name yet).
     pub pod: String,
     pub dry_run: bool,
     pub gates: usize,
     pub prestops: usize,
     pub grace: Option<i64>,
+    /// How many warnings the answer carries (set from the answer itself).
     pub warnings: usize,
     pub skip: Option<&'static str>,
 }
@@ -150,6 +154,7 @@ fn review_pod(
     let pod = request.object.as_ref();
     let mut summary = Summary {
         uid: request.uid.clone(),
+        kind: request.kind.kind.clone(),
         namespace: request.namespace.clone().unwrap_or_default(),
         pod: pod.map(pod_name).unwrap_or_default(),
         dry_run: request.dry_run,
@@ -184,7 +189,6 @@ fn review_pod(
     summary.gates = plan.gates.len();
     summary.prestops = plan.prestops.len();
     summary.grace = plan.grace.map(|(_, new)| new);
-    summary.warnings = plan.warnings.len();
     summary.skip = plan.skip.map(Skip::as_str);
     let outcome = match &plan {
         Plan {
@@ -204,7 +208,9 @@ fn review_pod(
     reviewed(response.warn(plan.warnings), outcome, summary)
 }
 
-fn reviewed(review: ResponseReview, outcome: Outcome, summary: Summary) -> Reviewed {
+fn reviewed(review: ResponseReview, outcome: Outcome, mut summary: Summary) -> Reviewed {
+    // What the log line says is what was answered.
+    summary.warnings = review.response.warnings.len();
     Reviewed {
         review,
         outcome,
@@ -244,7 +250,9 @@ fn fail_open(body: &[u8], pod_error: &serde_json::Error) -> Result<Reviewed, Bad
         let pod_kind = is_pod(&request.kind);
         let summary = Summary {
             uid: request.uid.clone(),
+            kind: request.kind.kind.clone(),
             namespace: request.namespace.clone().unwrap_or_default(),
+            pod: request.name.clone(),
             skip: Some(if pod_kind {
                 "unreadable-pod"
             } else {
@@ -281,15 +289,20 @@ fn fail_open(body: &[u8], pod_error: &serde_json::Error) -> Result<Reviewed, Bad
         .and_then(Value::as_str)
         .unwrap_or(V1);
     let warning = format!("gracegate: could not read the review ({pod_error}); admitted unchanged");
-    Ok(Reviewed {
-        review: ResponseReview::allow(api_version, uid).warn([warning]),
-        outcome: Outcome::FailedOpen,
-        summary: Summary {
+    Ok(reviewed(
+        ResponseReview::allow(api_version, uid).warn([warning]),
+        Outcome::FailedOpen,
+        Summary {
             uid: uid.to_string(),
+            kind: request
+                .pointer("/kind/kind")
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_string(),
             skip: Some("unreadable-review"),
             ..Summary::default()
         },
-    })
+    ))
 }
 
 fn json_type(value: &Value) -> &'static str {
@@ -300,5 +313,61 @@ fn json_type(value: &Value) -> &'static str {
         Value::String(_) => "string",
         Value::Array(_) => "array",
         Value::Object(_) => "object",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn answer(body: serde_json::Value) -> Reviewed {
+        review(
+            &serde_json::to_vec(&body).unwrap(),
+            &Settings::default(),
+            |_| NamespaceObjects::default(),
+        )
+        .unwrap()
+    }
+
+    fn request(kind: &str, object: serde_json::Value) -> serde_json::Value {
+        serde_json::json!({
+            "apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview",
+            "request": {
+                "uid": "u1", "kind": { "group": "", "version": "v1", "kind": kind },
+                "resource": { "group": "", "version": "v1", "resource": "x" },
+                "name": "my-config", "namespace": "ns", "operation": "CREATE",
+                "userInfo": {}, "object": object,
+            },
+        })
+    }
+
+    /// The log line counts the warnings the answer carries, whatever path produced them.
+    #[test]
+    fn the_summary_says_what_was_answered() {
+        let config_map = answer(request(
+            "ConfigMap",
+            serde_json::json!({ "metadata": { "name": "my-config" }, "data": { "a": "b" } }),
+        ));
+        assert_eq!(config_map.outcome, Outcome::FailedOpen);
+        assert_eq!(config_map.review.response.warnings.len(), 1);
+        assert_eq!(config_map.summary.warnings, 1);
+        assert_eq!(config_map.summary.kind, "ConfigMap");
+
+        // A pod gracegate cannot read (a number where a string goes): the fail-open path.
+        let unreadable = answer(request(
+            "Pod",
+            serde_json::json!({ "metadata": { "name": 5 } }),
+        ));
+        assert_eq!(unreadable.summary.warnings, 1);
+        assert_eq!(unreadable.summary.kind, "Pod");
+
+        // An unknown namespace: the plan's warning.
+        let pod = answer(request(
+            "Pod",
+            serde_json::json!({ "metadata": { "name": "p" }, "spec": { "containers": [] } }),
+        ));
+        assert_eq!(pod.outcome, Outcome::FailedOpen);
+        assert_eq!(pod.summary.warnings, pod.review.response.warnings.len());
+        assert_eq!(pod.summary.warnings, 1);
     }
 }

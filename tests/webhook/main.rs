@@ -4,4 +4,5 @@
 mod admission;
 mod bad_input;
 mod common;
+mod ports;
 mod tls;
