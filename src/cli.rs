@@ -296,6 +296,29 @@ pub struct CertsArgs {
     /// Validity of the serving certificate.
     #[arg(long, env = "GRACEGATE_CERT_VALID_DAYS", default_value_t = 365)]
     pub valid_days: i64,
+
+    /// Start a CA rotation: a new CA, and a ca-bundle trusting the old and the new one; the
+    /// serving certificate is left as it is. Without it, the CA in --out is kept.
+    #[arg(
+        long,
+        env = "GRACEGATE_CERTS_NEW_CA",
+        conflicts_with = "drop_previous_ca"
+    )]
+    pub new_ca: bool,
+
+    /// Finish a CA rotation: the ca-bundle trusts the current CA only.
+    #[arg(long, env = "GRACEGATE_CERTS_DROP_PREVIOUS_CA")]
+    pub drop_previous_ca: bool,
+}
+
+impl CertsArgs {
+    pub fn step(&self) -> crate::certs::CaStep {
+        match (self.new_ca, self.drop_previous_ca) {
+            (true, _) => crate::certs::CaStep::NewCa,
+            (false, true) => crate::certs::CaStep::DropPreviousCa,
+            (false, false) => crate::certs::CaStep::Reuse,
+        }
+    }
 }
 
 #[cfg(test)]

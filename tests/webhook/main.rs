@@ -5,4 +5,5 @@ mod admission;
 mod bad_input;
 mod common;
 mod ports;
+mod rotation;
 mod tls;
