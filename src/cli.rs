@@ -105,13 +105,15 @@ pub struct LeaseArgs {
     #[arg(long, env = "GRACEGATE_LEASE_NAME", default_value = "gracegate")]
     pub lease_name: String,
 
-    /// Namespace of the Lease: the Deployment's own via the downward API; else the client's
-    /// default (the service account's namespace in a cluster, the kubeconfig context's outside).
-    #[arg(long, env = "POD_NAMESPACE")]
+    /// Namespace of the Lease. Unset: `POD_NAMESPACE` (the Deployment's own, via the downward
+    /// API), else the client's default (the service account's namespace in a cluster, the
+    /// kubeconfig context's outside).
+    #[arg(long, env = "GRACEGATE_LEASE_NAMESPACE")]
     pub lease_namespace: Option<String>,
 
-    /// This replica's identity in the Lease (its pod name, via the downward API).
-    #[arg(long, env = "POD_NAME")]
+    /// This replica's identity in the Lease. Unset: `POD_NAME` (via the downward API), else
+    /// `HOSTNAME`.
+    #[arg(long, env = "GRACEGATE_IDENTITY")]
     pub identity: Option<String>,
 }
 
@@ -435,6 +437,30 @@ mod tests {
         assert_eq!(args.watch.tick, std::time::Duration::from_secs(1));
         assert_eq!(args.webhook.inject.condition_prefix, "example.com");
         assert_eq!(args.lease.lease_name, "gracegate");
+    }
+
+    /// The module's promise: every flag of every subcommand reads a `GRACEGATE_*` variable.
+    #[test]
+    fn every_flag_reads_a_gracegate_variable() {
+        use clap::CommandFactory;
+        let cli = Cli::command();
+        let mut checked = 0;
+        for command in std::iter::once(&cli).chain(cli.get_subcommands()) {
+            for arg in command.get_arguments() {
+                let id = arg.get_id().as_str();
+                if ["help", "version"].contains(&id) {
+                    continue;
+                }
+                let env = arg.get_env().map(|e| e.to_string_lossy().into_owned());
+                assert!(
+                    env.as_deref().is_some_and(|e| e.starts_with("GRACEGATE_")),
+                    "{} --{id} reads {env:?}",
+                    command.get_name()
+                );
+                checked += 1;
+            }
+        }
+        assert!(checked > 30, "{checked}");
     }
 
     #[test]
