@@ -24,6 +24,20 @@ pub struct Cli {
     pub command: Command,
 }
 
+/// The command line as `main` parses it: [`Cli`], with `serve --help` not listing
+/// `--objects`, which comes with the webhook's flags but which `serve` (it needs a cluster)
+/// refuses.
+pub fn command() -> clap::Command {
+    use clap::CommandFactory;
+    Cli::command().mut_subcommand("serve", |serve| serve.mut_arg("objects", |a| a.hide(true)))
+}
+
+/// Parse the process's arguments with [`command`]; exits with clap's message on an error.
+pub fn parse() -> Cli {
+    use clap::FromArgMatches;
+    Cli::from_arg_matches(&command().get_matches()).unwrap_or_else(|e| e.exit())
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum LogFormat {
     Plain,
@@ -437,6 +451,18 @@ mod tests {
         assert_eq!(args.watch.tick, std::time::Duration::from_secs(1));
         assert_eq!(args.webhook.inject.condition_prefix, "example.com");
         assert_eq!(args.lease.lease_name, "gracegate");
+    }
+
+    #[test]
+    fn serve_help_does_not_offer_objects() {
+        let mut cli = command();
+        let serve = cli.find_subcommand_mut("serve").unwrap().render_long_help();
+        assert!(!serve.to_string().contains("--objects <"), "{serve}");
+        let webhook = cli
+            .find_subcommand_mut("webhook")
+            .unwrap()
+            .render_long_help();
+        assert!(webhook.to_string().contains("--objects <"));
     }
 
     /// The module's promise: every flag of every subcommand reads a `GRACEGATE_*` variable.

@@ -1,6 +1,5 @@
 use anyhow::Context as _;
-use clap::Parser;
-use gracegate::cli::{Cli, Command, LogFormat};
+use gracegate::cli::{Command, LogFormat};
 use tracing_subscriber::EnvFilter;
 
 #[tokio::main]
@@ -9,7 +8,7 @@ async fn main() -> anyhow::Result<()> {
     rustls::crypto::ring::default_provider()
         .install_default()
         .map_err(|_| anyhow::anyhow!("a rustls crypto provider was already installed"))?;
-    let cli = Cli::parse();
+    let cli = gracegate::cli::parse();
     init_logging(cli.log_format);
     match cli.command {
         Command::Webhook(args) => gracegate::webhook::server::run(args)
