@@ -57,6 +57,25 @@ review:
 	  --data-binary @tests/fixtures/admission/create-deployment-pod.json \
 	  https://$(LISTEN)/mutate | python3 -c 'import base64,json,sys; r=json.load(sys.stdin)["response"]; print(json.dumps({k: v for k, v in r.items() if k != "patch"}, indent=2)); print(json.dumps(json.loads(base64.b64decode(r.get("patch", "W10="))), indent=2))'
 
+## image: the Dockerfile's image for this machine's platform, with docker or podman.
+## image-push: every platform in PLATFORMS as one multi-arch manifest, pushed to IMAGE.
+VERSION          ?= $(shell sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -1)
+IMAGE            ?= ghcr.io/gracegate/gracegate:$(VERSION)
+PLATFORMS        ?= linux/amd64,linux/arm64
+CONTAINER_ENGINE ?= $(shell command -v docker 2>/dev/null || command -v podman 2>/dev/null)
+
+image:
+	@test -n "$(CONTAINER_ENGINE)" || { echo "make image needs docker or podman" >&2; exit 1; }
+	$(CONTAINER_ENGINE) build -t $(IMAGE) .
+
+image-push:
+	@test -n "$(CONTAINER_ENGINE)" || { echo "make image-push needs docker or podman" >&2; exit 1; }
+	@case "$$(basename $(CONTAINER_ENGINE))" in \
+	  docker) set -x; $(CONTAINER_ENGINE) buildx build --platform $(PLATFORMS) -t $(IMAGE) --push . ;; \
+	  *) set -x; $(CONTAINER_ENGINE) build --platform $(PLATFORMS) --manifest $(IMAGE) . && \
+	     $(CONTAINER_ENGINE) manifest push --all $(IMAGE) docker://$(IMAGE) ;; \
+	esac
+
 build:
 	$(CARGO) build --locked
 
@@ -75,6 +94,9 @@ bench: $(BENCH_TOOLS)/bin/oha
 $(BENCH_TOOLS)/bin/oha:
 	$(CARGO) install oha --locked --version $(OHA_VERSION) --root $(BENCH_TOOLS)
 
+## lint: rustfmt, and clippy over every target with the test build's features (CI runs it
+## after `make test`: clippy then only checks gracegate's own crates, the dependencies being
+## compiled already).
 lint:
 	$(CARGO) fmt --check
 	$(CARGO) clippy --all-targets --locked -- -D warnings
