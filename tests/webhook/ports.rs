@@ -252,9 +252,12 @@ async fn trickle<S: AsyncRead + AsyncWrite + Unpin>(
                 Ok(0) | Err(_) => break,
                 Ok(n) => answer.extend_from_slice(&buf[..n]),
             },
-            _ = tokio::time::sleep(gap) => match next.next() {
-                Some(b) => if stream.write_all(&[*b]).await.is_err() { break },
-                None => {}
+            _ = tokio::time::sleep(gap) => {
+                if let Some(b) = next.next()
+                    && stream.write_all(&[*b]).await.is_err()
+                {
+                    break;
+                }
             },
         }
         assert!(started.elapsed() < Duration::from_secs(10), "never cut off");
