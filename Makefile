@@ -89,6 +89,7 @@ bench: $(BENCH_TOOLS)/bin/oha
 	$(CARGO) bench --locked --bench inject
 	$(CARGO) bench --locked --bench watcher_memory
 	$(CARGO) bench --locked --bench watcher_latency
+	$(CARGO) bench --locked --bench first_review
 	OHA=$(abspath $(BENCH_TOOLS))/bin/oha benches/webhook_load.sh
 
 $(BENCH_TOOLS)/bin/oha:
