@@ -24,6 +24,15 @@ pub struct Cli {
     pub command: Command,
 }
 
+/// The command line as `main` parses it: [`Cli`], with `serve --help` not listing
+/// `--objects`, which comes with the webhook's flags but which `serve` (it needs a cluster)
+/// refuses.
+pub fn command() -> clap::Command {
+    use clap::CommandFactory;
+    Cli::command().mut_subcommand("serve", |serve| serve.mut_arg("objects", |a| a.hide(true)))
+}
+
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum LogFormat {
     Plain,
@@ -173,7 +182,7 @@ impl PlanArgs {
 #[derive(Debug, Args)]
 pub struct WatcherArgs {
     /// Plain-HTTP address for /livez, /readyz and /metrics.
-    #[arg(long, env = "GRACEGATE_ADMIN_LISTEN", default_value = "0.0.0.0:8080")]
+    #[arg(long, env = "GRACEGATE_ADMIN_LISTEN", default_value = "[::]:8080")]
     pub admin_listen: SocketAddr,
 
     /// gracegate's own namespace (the downward API's POD_NAMESPACE), where the leader keeps
@@ -243,13 +252,15 @@ pub struct LeaseArgs {
     #[arg(long, env = "GRACEGATE_LEASE_NAME", default_value = "gracegate")]
     pub lease_name: String,
 
-    /// Namespace of the Lease: the Deployment's own via the downward API; else the client's
-    /// default (the service account's namespace in a cluster, the kubeconfig context's outside).
-    #[arg(long, env = "POD_NAMESPACE")]
+    /// Namespace of the Lease. Unset: `POD_NAMESPACE` (the Deployment's own, via the downward
+    /// API), else the client's default (the service account's namespace in a cluster, the
+    /// kubeconfig context's outside).
+    #[arg(long, env = "GRACEGATE_LEASE_NAMESPACE")]
     pub lease_namespace: Option<String>,
 
-    /// This replica's identity in the Lease (its pod name, via the downward API).
-    #[arg(long, env = "POD_NAME")]
+    /// This replica's identity in the Lease. Unset: `POD_NAME` (via the downward API), else
+    /// `HOSTNAME`.
+    #[arg(long, env = "GRACEGATE_IDENTITY")]
     pub identity: Option<String>,
 }
 
@@ -275,12 +286,13 @@ pub fn parse_duration(s: &str) -> std::result::Result<std::time::Duration, Strin
 
 #[derive(Debug, Args)]
 pub struct WebhookArgs {
-    /// HTTPS address for `POST /mutate`.
-    #[arg(long, env = "GRACEGATE_LISTEN", default_value = "0.0.0.0:8443")]
+    /// HTTPS address for `POST /mutate`. `[::]` is dual-stack (IPv4 too); IPv4 only on hosts
+    /// without IPv6.
+    #[arg(long, env = "GRACEGATE_LISTEN", default_value = "[::]:8443")]
     pub listen: SocketAddr,
 
     /// Plain-HTTP address for /livez, /readyz and /metrics.
-    #[arg(long, env = "GRACEGATE_ADMIN_LISTEN", default_value = "0.0.0.0:8080")]
+    #[arg(long, env = "GRACEGATE_ADMIN_LISTEN", default_value = "[::]:8080")]
     pub admin_listen: SocketAddr,
 
     /// PEM certificate chain; re-read when the file changes.
@@ -444,6 +456,29 @@ pub struct CertsArgs {
     /// Validity of the serving certificate.
     #[arg(long, env = "GRACEGATE_CERT_VALID_DAYS", default_value_t = 365)]
     pub valid_days: i64,
+
+    /// Start a CA rotation: a new CA, and a ca-bundle trusting the old and the new one; the
+    /// serving certificate is left as it is. Without it, the CA in --out is kept.
+    #[arg(
+        long,
+        env = "GRACEGATE_CERTS_NEW_CA",
+        conflicts_with = "drop_previous_ca"
+    )]
+    pub new_ca: bool,
+
+    /// Finish a CA rotation: the ca-bundle trusts the current CA only.
+    #[arg(long, env = "GRACEGATE_CERTS_DROP_PREVIOUS_CA")]
+    pub drop_previous_ca: bool,
+}
+
+impl CertsArgs {
+    pub fn step(&self) -> crate::certs::CaStep {
+        match (self.new_ca, self.drop_previous_ca) {
+            (true, _) => crate::certs::CaStep::NewCa,
+            (false, true) => crate::certs::CaStep::DropPreviousCa,
+            (false, false) => crate::certs::CaStep::Reuse,
+        }
+    }
 }
 
 #[cfg(test)]
@@ -560,6 +595,58 @@ mod tests {
         assert_eq!(args.watch.tick, std::time::Duration::from_secs(1));
         assert_eq!(args.webhook.inject.condition_prefix, "example.com");
         assert_eq!(args.lease.lease_name, "gracegate");
+    }
+
+    #[test]
+    fn serve_help_does_not_offer_objects() {
+        let mut cli = command();
+        let serve = cli.find_subcommand_mut("serve").unwrap().render_long_help();
+        assert!(!serve.to_string().contains("--objects <"), "{serve}");
+        let webhook = cli
+            .find_subcommand_mut("webhook")
+            .unwrap()
+            .render_long_help();
+        assert!(webhook.to_string().contains("--objects <"));
+    }
+
+    /// The module's promise: every flag of every subcommand reads a `GRACEGATE_*` variable.
+    #[test]
+    fn every_flag_reads_a_gracegate_variable() {
+        use clap::CommandFactory;
+        let cli = Cli::command();
+        let mut checked = 0;
+        for command in std::iter::once(&cli).chain(cli.get_subcommands()) {
+            for arg in command.get_arguments() {
+                let id = arg.get_id().as_str();
+                if ["help", "version"].contains(&id) {
+                    continue;
+                }
+                let env = arg.get_env().map(|e| e.to_string_lossy().into_owned());
+                assert!(
+                    env.as_deref().is_some_and(|e| e.starts_with("GRACEGATE_")),
+                    "{} --{id} reads {env:?}",
+                    command.get_name()
+                );
+                checked += 1;
+            }
+        }
+        assert!(checked > 30, "{checked}");
+    }
+
+    #[test]
+    fn default_addresses_are_dual_stack() {
+        let cli = Cli::try_parse_from(["gracegate", "serve", "--tls-cert", "c", "--tls-key", "k"])
+            .unwrap();
+        let Command::Serve(args) = cli.command else {
+            panic!("serve")
+        };
+        assert_eq!(args.webhook.listen.to_string(), "[::]:8443");
+        assert_eq!(args.webhook.admin_listen.to_string(), "[::]:8080");
+        let cli = Cli::try_parse_from(["gracegate", "watcher"]).unwrap();
+        let Command::Watcher(args) = cli.command else {
+            panic!("watcher")
+        };
+        assert_eq!(args.admin_listen.to_string(), "[::]:8080");
     }
 
     #[rstest]

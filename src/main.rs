@@ -31,15 +31,15 @@ async fn main() -> anyhow::Result<()> {
             );
         }
         Command::Certs(args) => {
-            let bundle =
-                gracegate::certs::generate(&args.service, &args.namespace, args.valid_days)?;
-            gracegate::certs::write(&bundle, &args.out)
-                .with_context(|| format!("writing certificates to {}", args.out.display()))?;
-            println!(
-                "wrote ca.crt, ca.key, tls.crt, tls.key and ca-bundle to {} for {}",
-                args.out.display(),
-                gracegate::certs::subject_alt_names(&args.service, &args.namespace).join(", ")
-            );
+            let next = gracegate::certs::issue(
+                &args.out,
+                &args.service,
+                &args.namespace,
+                args.valid_days,
+                args.step(),
+            )
+            .with_context(|| format!("certificates in {}", args.out.display()))?;
+            println!("{next}");
         }
     }
     Ok(())

@@ -5,7 +5,7 @@
 use std::ffi::OsString;
 use std::path::Path;
 
-use clap::{CommandFactory, FromArgMatches};
+use clap::FromArgMatches;
 
 use crate::cli::Cli;
 
@@ -26,7 +26,7 @@ where
     T: Into<OsString> + Clone,
 {
     let args: Vec<OsString> = args.into_iter().map(Into::into).collect();
-    let mut command = Cli::command();
+    let mut command = crate::cli::command();
     if args.first().is_some_and(is_plugin) {
         command = command.bin_name("kubectl gracegate");
     }

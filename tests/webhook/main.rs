@@ -4,4 +4,6 @@
 mod admission;
 mod bad_input;
 mod common;
+mod ports;
+mod rotation;
 mod tls;
