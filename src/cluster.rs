@@ -231,6 +231,18 @@ pub fn records_of(cm: &ConfigMap) -> Records {
     records
 }
 
+/// gracegate's own namespace: `--namespace`, else the downward API's `POD_NAMESPACE`, else
+/// the client's (the service account's in a cluster, the kubeconfig context's outside).
+pub fn own_namespace(flag: Option<&str>, client: &Client) -> String {
+    flag.map(String::from)
+        .or_else(|| {
+            std::env::var("POD_NAMESPACE")
+                .ok()
+                .filter(|v| !v.is_empty())
+        })
+        .unwrap_or_else(|| client.default_namespace().to_string())
+}
+
 /// A client as kubectl would make one, for the commands a person runs (`plan`, `audit`):
 /// `kubeconfig` (else `KUBECONFIG`, `~/.kube/config`, or the in-cluster service account) and
 /// its `context` (else the current one).

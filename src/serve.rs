@@ -40,11 +40,7 @@ pub async fn run_serve(args: ServeArgs) -> Result<()> {
     let (context, options) = server::prepare(&args.webhook, Some(client.clone())).await?;
     let running = server::start(options, context.clone()).await?;
     let prefix = context.settings.condition_prefix.clone();
-    let namespace = args
-        .webhook
-        .namespace
-        .clone()
-        .unwrap_or_else(|| client.default_namespace().to_string());
+    let namespace = crate::cluster::own_namespace(args.webhook.namespace.as_deref(), &client);
     tokio::select! {
         _ = shutdown_signal() => {}
         // The webhook's readiness never waits for the watcher's pod cache.
@@ -63,10 +59,7 @@ pub async fn run_serve(args: ServeArgs) -> Result<()> {
 /// `gracegate watcher`.
 pub async fn run_watcher(args: WatcherArgs) -> Result<()> {
     let client = Client::try_default().await?;
-    let namespace = args
-        .namespace
-        .clone()
-        .unwrap_or_else(|| client.default_namespace().to_string());
+    let namespace = crate::cluster::own_namespace(args.namespace.as_deref(), &client);
     let (cluster, drive) = Cluster::watch(client.clone(), &namespace);
     tokio::spawn(drive);
     let health = Health::default();

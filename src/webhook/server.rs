@@ -202,10 +202,7 @@ pub async fn prepare(args: &WebhookArgs, client: Option<Client>) -> Result<(Cont
                 PrestopMode::Auto => Some(server_version(&client).await?),
                 _ => None,
             };
-            let namespace = args
-                .namespace
-                .clone()
-                .unwrap_or_else(|| client.default_namespace().to_string());
+            let namespace = crate::cluster::own_namespace(args.namespace.as_deref(), &client);
             let (cluster, drive) = Cluster::watch(client, &namespace);
             tokio::spawn(drive);
             (cluster, args.inject.prestop_mode.resolve(version))
