@@ -262,6 +262,33 @@ pub struct LeaseArgs {
     /// `HOSTNAME`.
     #[arg(long, env = "GRACEGATE_IDENTITY")]
     pub identity: Option<String>,
+
+    /// How long a Lease holds without renewal: a crashed leader is replaced at most this long
+    /// (+ up to 1 s) later. Shorter means more Lease writes: one every duration − renew-before.
+    #[arg(long, env = "GRACEGATE_LEASE_DURATION", default_value = "6s", value_parser = parse_duration)]
+    pub lease_duration: std::time::Duration,
+
+    /// The holder renews this long before the Lease expires; also the clock skew tolerated
+    /// between nodes. Whole seconds, less than --lease-duration.
+    #[arg(long, env = "GRACEGATE_LEASE_RENEW_BEFORE", default_value = "2s", value_parser = parse_duration)]
+    pub lease_renew_before: std::time::Duration,
+}
+
+impl LeaseArgs {
+    /// Lease duration and renewal grace in whole seconds, as the Lease stores them.
+    pub fn timings(&self) -> Result<(u64, u64)> {
+        let (duration, grace) = (
+            self.lease_duration.as_secs(),
+            self.lease_renew_before.as_secs(),
+        );
+        if duration == 0 || grace >= duration {
+            return Err(Error::Settings(format!(
+                "--lease-renew-before ({grace}s) must be shorter than --lease-duration ({duration}s), \
+                 both in whole seconds"
+            )));
+        }
+        Ok((duration, grace))
+    }
 }
 
 /// `90s`, `10m`, `1h`, `500ms`, or bare seconds.
@@ -671,5 +698,19 @@ mod tests {
         args.inject.condition_prefix = DEFAULT_CONDITION_PREFIX.into();
         args.inject.prestop_seconds = 500;
         assert!(args.inject.settings(PrestopAction::Sleep).is_err());
+    }
+
+    #[rstest]
+    #[case(&[], Some((6, 2)))]
+    #[case(&["--lease-duration", "15s", "--lease-renew-before", "5s"], Some((15, 5)))]
+    #[case(&["--lease-duration", "2s", "--lease-renew-before", "2s"], None)]
+    #[case(&["--lease-duration", "0", "--lease-renew-before", "0"], None)]
+    fn lease_timings(#[case] extra: &[&str], #[case] expected: Option<(u64, u64)>) {
+        let mut argv = vec!["gracegate", "watcher"];
+        argv.extend_from_slice(extra);
+        let Command::Watcher(args) = Cli::try_parse_from(argv).unwrap().command else {
+            panic!("watcher")
+        };
+        assert_eq!(args.lease.timings().ok(), expected);
     }
 }
