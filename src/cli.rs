@@ -265,7 +265,7 @@ pub struct LeaseArgs {
 
     /// How long a Lease holds without renewal: a crashed leader is replaced at most this long
     /// (+ up to 1 s) later. Shorter means more Lease writes: one every duration − renew-before.
-    #[arg(long, env = "GRACEGATE_LEASE_DURATION", default_value = "6s", value_parser = parse_duration)]
+    #[arg(long, env = "GRACEGATE_LEASE_DURATION", default_value = "5s", value_parser = parse_duration)]
     pub lease_duration: std::time::Duration,
 
     /// The holder renews this long before the Lease expires; also the clock skew tolerated
@@ -701,7 +701,7 @@ mod tests {
     }
 
     #[rstest]
-    #[case(&[], Some((6, 2)))]
+    #[case(&[], Some((5, 2)))]
     #[case(&["--lease-duration", "15s", "--lease-renew-before", "5s"], Some((15, 5)))]
     #[case(&["--lease-duration", "2s", "--lease-renew-before", "2s"], None)]
     #[case(&["--lease-duration", "0", "--lease-renew-before", "0"], None)]

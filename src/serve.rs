@@ -6,7 +6,6 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use kube::Client;
-use kube_lease_manager::LeaseManagerBuilder;
 use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
@@ -15,6 +14,7 @@ use tracing::{error, info, warn};
 use crate::aws::{self, Elb, ElbOptions};
 use crate::cli::{LeaseArgs, ServeArgs, WatchArgs, WatcherArgs};
 use crate::cluster::Cluster;
+use crate::election::Election;
 use crate::inject::Settings;
 use crate::metrics::Metrics;
 use crate::targets::GateSettings;
@@ -154,17 +154,19 @@ async fn lead(
         .or_else(|| env("POD_NAMESPACE"))
         .unwrap_or_else(|| client.default_namespace().to_string());
     let (duration, grace) = lease.timings()?;
-    let manager = LeaseManagerBuilder::new(client.clone(), &lease.lease_name)
-        .with_namespace(&namespace)
-        .with_identity(&identity)
-        .with_duration(duration)
-        .with_grace(grace)
-        .build();
-    let manager = tokio::select! {
-        built = manager => built.map_err(|e| Error::Lease(e.to_string()))?,
+    let election = Election {
+        client: client.clone(),
+        lease: lease.lease_name.clone(),
+        namespace: namespace.clone(),
+        identity: identity.clone(),
+        duration,
+        grace,
+    };
+    let election = tokio::select! {
+        started = election.start() => started?,
         _ = stop.wait_for(|s| *s) => return Ok(()),
     };
-    let (leader, lease_task) = manager.watch().await;
+    let leader = election.leader.clone();
     info!(%identity, lease = %lease.lease_name, %namespace, "taking part in the leader election");
     let metrics = context.metrics.clone();
     let spawn = || {
@@ -188,19 +190,9 @@ async fn lead(
         let _ = stop.wait_for(|s| *s).await;
     };
     let result = supervise(leader, spawn, stopped, RESTART_BACKOFF, shutdown).await;
-    // The watcher has stopped (supervise aborts and awaits it) and `leader`, the manager's
-    // last receiver, is gone: the manager releases the Lease and ends
-    // (kube-lease-manager, `LeaseManager::watch`). The other replica then takes over at the
-    // Lease's expiry at the latest, with no two writers in between.
-    match tokio::time::timeout(RELEASE_TIMEOUT, lease_task).await {
-        Ok(Ok(Ok(_))) => info!(%identity, "lease released"),
-        Ok(Ok(Err(error))) => warn!(error = %crate::report(&error), "could not release the lease"),
-        Ok(Err(error)) => warn!(error = %crate::report(&error), "the lease task failed"),
-        Err(_) => warn!(
-            "the lease release did not finish in {}s",
-            RELEASE_TIMEOUT.as_secs()
-        ),
-    }
+    // The watcher has stopped (supervise aborts and awaits it): only now is the Lease
+    // released, so the next leader never writes beside this one.
+    election.release(RELEASE_TIMEOUT).await;
     result
 }
 
@@ -222,7 +214,7 @@ const MAX_RESTART_BACKOFF: Duration = Duration::from_secs(60);
 /// keep the Lease, so no other replica could take over, while no gate is ever set.
 /// Returns when the lease manager stops, or on `shutdown` once the task has ended (aborted and
 /// awaited: no write of this replica's can follow).
-async fn supervise(
+pub async fn supervise(
     mut leader: tokio::sync::watch::Receiver<bool>,
     mut spawn: impl FnMut() -> JoinHandle<()>,
     stopped: impl Fn(),
