@@ -74,8 +74,10 @@ fn fresh_connection_client(
     hyper_rustls::HttpsConnector<hyper_util::client::legacy::connect::HttpConnector>,
     Full<Bytes>,
 > {
+    let mut config = server.client_config(b"http/1.1");
+    config.alpn_protocols.clear(); // hyper-rustls sets its own
     let connector = hyper_rustls::HttpsConnectorBuilder::new()
-        .with_tls_config(server.client_config(b"http/1.1"))
+        .with_tls_config(config)
         .https_only()
         .enable_http1()
         .build();
@@ -198,6 +200,10 @@ async fn a_thousand_stalled_connections_do_not_slow_reviews_down() {
     assert_eq!(refused(&server, "connections"), 0.0);
     assert_eq!(refused(&server, "in_flight"), 0.0);
     let (fresh_median, h2_median) = (median(on_fresh.clone()), median(on_h2.clone()));
+    eprintln!(
+        "with 1,000 stalled connections: median review {fresh_median:?} on a new connection, \
+         {h2_median:?} on a kept-alive HTTP/2 connection"
+    );
     assert!(
         fresh_median < Duration::from_millis(100),
         "median review on a new connection {fresh_median:?}: {on_fresh:?}"
@@ -267,22 +273,29 @@ async fn beyond_the_connection_cap_connections_are_reset_on_both_ports() {
         for _ in 0..3 {
             held.push(TcpStream::connect(port).await.unwrap());
         }
-        // The fourth is accepted and reset at once: the read ends without waiting for any
-        // timeout.
-        let mut fourth = TcpStream::connect(port).await.unwrap();
+        let admin = port == server.admin("127.0.0.1");
+        // The three are taken in (a task each, in any order) before the fourth comes.
+        if admin {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        } else {
+            eventually("3 connections held", || open_connections(&server) == 3.0).await;
+        }
+        // The fourth is accepted and reset at once (a reset may even fail the connect): it
+        // ends without waiting for any timeout.
         let started = Instant::now();
-        let mut buf = [0u8; 16];
-        let read = tokio::time::timeout(Duration::from_secs(5), fourth.read(&mut buf))
-            .await
-            .expect("the connection over the cap was left open");
-        assert!(
-            matches!(read, Ok(0) | Err(_)),
-            "read {read:?} from a connection over the cap"
-        );
+        if let Ok(mut fourth) = TcpStream::connect(port).await {
+            let mut buf = [0u8; 16];
+            let read = tokio::time::timeout(Duration::from_secs(5), fourth.read(&mut buf))
+                .await
+                .expect("the connection over the cap was left open");
+            assert!(
+                matches!(read, Ok(0) | Err(_)),
+                "read {read:?} from a connection over the cap"
+            );
+        }
         assert!(started.elapsed() < Duration::from_secs(2));
         // One closes: the next connection is served.
         held.pop();
-        let admin = port == server.admin("127.0.0.1");
         let served = async {
             while !served_on(&server, port, admin).await {
                 tokio::time::sleep(Duration::from_millis(20)).await;

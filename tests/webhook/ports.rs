@@ -104,6 +104,9 @@ impl Server {
     ) -> tokio_rustls::client::TlsStream<TcpStream> {
         let config = self.client_config(alpn);
         let tcp = TcpStream::connect(addr).await.unwrap();
+        // As the API server's (Go's) connections: no Nagle, so a request's HEADERS and DATA
+        // frames do not wait for the delayed ACK of each other.
+        tcp.set_nodelay(true).unwrap();
         let name = if addr.is_ipv4() {
             "127.0.0.1"
         } else {
