@@ -621,7 +621,10 @@ mod tests {
             args.limits.timeouts(),
             crate::webhook::conn::Timeouts::default()
         );
-        assert_eq!(args.limits.limits(), crate::webhook::conn::Limits::default());
+        assert_eq!(
+            args.limits.limits(),
+            crate::webhook::conn::Limits::default()
+        );
         let cli = Cli::try_parse_from([
             "gracegate",
             "webhook",

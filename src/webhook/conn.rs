@@ -44,8 +44,8 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum_server::ConnectionShutdown;
 use axum_server::accept::Accept;
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use prometheus_client::metrics::gauge::Gauge;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::{Instant, Sleep};
@@ -419,7 +419,10 @@ pub async fn in_flight(State(cap): State<InFlight>, request: Request, next: Next
 /// start: containers often get a soft limit of 1024, below `--max-connections`. Returns the
 /// soft limit now in force (`None` where it cannot be read).
 pub fn raise_fd_limit() -> Option<u64> {
-    #[cfg(all(target_os = "linux", any(target_arch = "x86_64", target_arch = "aarch64")))]
+    #[cfg(all(
+        target_os = "linux",
+        any(target_arch = "x86_64", target_arch = "aarch64")
+    ))]
     {
         #[repr(C)]
         struct Rlimit {
@@ -451,7 +454,10 @@ pub fn raise_fd_limit() -> Option<u64> {
         }
         Some(limit.cur)
     }
-    #[cfg(not(all(target_os = "linux", any(target_arch = "x86_64", target_arch = "aarch64"))))]
+    #[cfg(not(all(
+        target_os = "linux",
+        any(target_arch = "x86_64", target_arch = "aarch64")
+    )))]
     None
 }
 

@@ -3,6 +3,7 @@
 //! beyond them (a reset, a 503), HTTP/2 streams per connection are capped, and a review that
 //! comes late changes nothing.
 
+use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -373,19 +374,12 @@ async fn beyond_the_in_flight_cap_a_review_is_answered_503() {
     server.stop().await;
 }
 
-/// A request body that sends `first`, then waits for `rest` (which the test sends later).
-fn held_body(
-    first: Bytes,
-) -> (
-    futures::channel::mpsc::UnboundedSender<Result<Frame<Bytes>, std::convert::Infallible>>,
-    hyper::Request<
-        StreamBody<
-            futures::channel::mpsc::UnboundedReceiver<
-                Result<Frame<Bytes>, std::convert::Infallible>,
-            >,
-        >,
-    >,
-) {
+type Frames = futures::channel::mpsc::UnboundedReceiver<Result<Frame<Bytes>, Infallible>>;
+type FrameSender = futures::channel::mpsc::UnboundedSender<Result<Frame<Bytes>, Infallible>>;
+
+/// A request body that sends `first`, then waits for the rest (which the test sends later
+/// through the sender, or ends by dropping it).
+fn held_body(first: Bytes) -> (FrameSender, hyper::Request<StreamBody<Frames>>) {
     let (sender, frames) = futures::channel::mpsc::unbounded();
     sender.unbounded_send(Ok(Frame::data(first))).unwrap();
     let request = hyper::Request::post("/mutate")
@@ -505,9 +499,11 @@ async fn a_review_after_the_api_servers_timeout_does_no_harm() {
             answer.extend_from_slice(&buf[..n]);
             let text = String::from_utf8_lossy(&answer);
             if let Some((headers, body)) = text.split_once("\r\n\r\n")
-                && let Some(length) = headers
-                    .lines()
-                    .find_map(|l| l.to_ascii_lowercase().strip_prefix("content-length: ").map(str::to_string))
+                && let Some(length) = headers.lines().find_map(|l| {
+                    l.to_ascii_lowercase()
+                        .strip_prefix("content-length: ")
+                        .map(str::to_string)
+                })
                 && body.len() >= length.trim().parse::<usize>().unwrap()
             {
                 return (headers.to_string(), body.as_bytes().to_vec());

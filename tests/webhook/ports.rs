@@ -282,7 +282,8 @@ async fn an_http2_body_is_cut_off_once_past_the_limit() {
             .unwrap();
     tokio::spawn(conn);
     // One byte over the limit, and the stream is never ended: `body` stays open.
-    let (body, frames) = futures::channel::mpsc::unbounded::<Result<Frame<Bytes>, std::convert::Infallible>>();
+    let (body, frames) =
+        futures::channel::mpsc::unbounded::<Result<Frame<Bytes>, std::convert::Infallible>>();
     let chunk = Bytes::from(vec![b'x'; 64 * 1024]);
     for _ in 0..MAX_BODY_BYTES / chunk.len() {
         body.unbounded_send(Ok(Frame::data(chunk.clone()))).unwrap();
