@@ -509,6 +509,25 @@ mod tests {
     }
 
     #[test]
+    fn the_cap_counts_open_connections_and_refusals() {
+        let metrics = Arc::new(Metrics::default());
+        let cap = ConnectionCap::new(2, Some(metrics.clone()));
+        let first = cap.admit().expect("first");
+        let second = cap.admit().expect("second");
+        assert_eq!(metrics.webhook_connections.get(), 2);
+        assert!(cap.admit().is_none(), "a third over a cap of 2");
+        assert!(cap.admit().is_none());
+        let refused = |limit| metrics.webhook_refused.get_or_create(&limit).get();
+        assert_eq!(refused(RefusedLabels::CONNECTIONS), 2);
+        assert_eq!(refused(RefusedLabels::IN_FLIGHT), 0);
+        drop(first);
+        assert_eq!(metrics.webhook_connections.get(), 1);
+        let _third = cap.admit().expect("a place given back");
+        drop((second, _third));
+        assert_eq!(metrics.webhook_connections.get(), 0);
+    }
+
+    #[test]
     fn unspecified_ipv6_is_dual_stack() {
         let listener = bind("[::]:0".parse().unwrap()).unwrap();
         let port = listener.local_addr().unwrap().port();
