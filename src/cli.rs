@@ -351,6 +351,69 @@ pub struct WebhookArgs {
 
     #[command(flatten)]
     pub inject: InjectArgs,
+
+    #[command(flatten)]
+    pub limits: LimitArgs,
+}
+
+/// The webhook's timeouts and caps on clients, the same on the HTTPS and the admin port.
+#[derive(Clone, Debug, Args)]
+pub struct LimitArgs {
+    /// A new connection's TLS handshake, and then its first request's headers, each within this.
+    #[arg(long, env = "GRACEGATE_HEADER_TIMEOUT", default_value = "10s", value_parser = parse_positive_duration)]
+    pub header_timeout: std::time::Duration,
+
+    /// From a request's headers to its answer, the body included; else 408 and the
+    /// connection is closed.
+    #[arg(long, env = "GRACEGATE_BODY_TIMEOUT", default_value = "10s", value_parser = parse_positive_duration)]
+    pub body_timeout: std::time::Duration,
+
+    /// A connection the client sends nothing on for this long is closed.
+    #[arg(long, env = "GRACEGATE_IDLE_TIMEOUT", default_value = "60s", value_parser = parse_positive_duration)]
+    pub idle_timeout: std::time::Duration,
+
+    /// Open connections per port; one more is reset right after accept.
+    #[arg(long, env = "GRACEGATE_MAX_CONNECTIONS", default_value_t = 4096, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_connections: u32,
+
+    /// Requests being read or answered per port; one more is answered 503.
+    #[arg(long, env = "GRACEGATE_MAX_IN_FLIGHT", default_value_t = 256, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_in_flight: u32,
+
+    /// Largest request body; a larger one is answered 413 without being read whole.
+    #[arg(long, env = "GRACEGATE_MAX_BODY_BYTES", default_value_t = 3 * 1024 * 1024, value_parser = clap::value_parser!(u32).range(1..=64 * 1024 * 1024))]
+    pub max_body_bytes: u32,
+
+    /// Concurrent streams on one HTTP/2 connection.
+    #[arg(long, env = "GRACEGATE_HTTP2_MAX_STREAMS", default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..))]
+    pub http2_max_streams: u32,
+}
+
+impl LimitArgs {
+    pub fn timeouts(&self) -> crate::webhook::conn::Timeouts {
+        crate::webhook::conn::Timeouts {
+            header: self.header_timeout,
+            body: self.body_timeout,
+            idle: self.idle_timeout,
+        }
+    }
+
+    pub fn limits(&self) -> crate::webhook::conn::Limits {
+        crate::webhook::conn::Limits {
+            max_connections: self.max_connections as usize,
+            max_in_flight: self.max_in_flight as usize,
+            max_body_bytes: self.max_body_bytes as usize,
+            http2_max_streams: self.http2_max_streams,
+        }
+    }
+}
+
+/// A [`parse_duration`] that is not zero.
+fn parse_positive_duration(s: &str) -> std::result::Result<std::time::Duration, String> {
+    match parse_duration(s)? {
+        d if d.is_zero() => Err(format!("must be more than 0, got {s:?}")),
+        d => Ok(d),
+    }
 }
 
 #[derive(Clone, Debug, Args)]
@@ -573,8 +636,78 @@ mod tests {
         assert_eq!(settings.gate("b"), "target-health.elbv2.k8s.aws/b");
     }
 
+    #[test]
+    fn limit_defaults_are_the_documented_ones() {
+        let cli =
+            Cli::try_parse_from(["gracegate", "webhook", "--tls-cert", "c", "--tls-key", "k"])
+                .unwrap();
+        let Command::Webhook(args) = cli.command else {
+            panic!("webhook")
+        };
+        assert_eq!(
+            args.limits.timeouts(),
+            crate::webhook::conn::Timeouts::default()
+        );
+        assert_eq!(
+            args.limits.limits(),
+            crate::webhook::conn::Limits::default()
+        );
+        let cli = Cli::try_parse_from([
+            "gracegate",
+            "webhook",
+            "--tls-cert",
+            "c",
+            "--tls-key",
+            "k",
+            "--max-connections",
+            "10",
+            "--max-in-flight",
+            "3",
+            "--max-body-bytes",
+            "1024",
+            "--http2-max-streams",
+            "2",
+            "--header-timeout",
+            "500ms",
+            "--body-timeout",
+            "2s",
+            "--idle-timeout",
+            "1m",
+        ])
+        .unwrap();
+        let Command::Webhook(args) = cli.command else {
+            panic!("webhook")
+        };
+        let limits = args.limits.limits();
+        assert_eq!(
+            (
+                limits.max_connections,
+                limits.max_in_flight,
+                limits.max_body_bytes,
+                limits.http2_max_streams
+            ),
+            (10, 3, 1024, 2)
+        );
+        let timeouts = args.limits.timeouts();
+        assert_eq!(
+            (timeouts.header, timeouts.body, timeouts.idle),
+            (
+                std::time::Duration::from_millis(500),
+                std::time::Duration::from_secs(2),
+                std::time::Duration::from_secs(60)
+            )
+        );
+    }
+
     #[rstest]
     #[case(&["--namespace-label", "novalue"])]
+    #[case(&["--max-connections", "0"])]
+    #[case(&["--max-in-flight", "0"])]
+    #[case(&["--max-body-bytes", "0"])]
+    #[case(&["--max-body-bytes", "100000000"])]
+    #[case(&["--http2-max-streams", "0"])]
+    #[case(&["--header-timeout", "0s"])]
+    #[case(&["--body-timeout", "soon"])]
     #[case(&["--prestop-seconds", "-1"])]
     #[case(&["--prestop-mode", "maybe"])]
     fn bad_flags_are_refused(#[case] extra: &[&str]) {
