@@ -126,8 +126,22 @@ impl Election {
                     }
                 }
                 Step::Changed(Err(error)) => {
-                    warn!(%error, "leader election: retrying");
+                    // A renewal that failed (the API server unreachable, or refusing): step down
+                    // now, before the Lease can expire and another replica take it, so two
+                    // never write at once. A fresh manager finds out what the Lease says and
+                    // leads again if it is still ours.
+                    warn!(%error, leading, "leader election: the Lease could not be read or renewed");
+                    if leading {
+                        leading = false;
+                        if tx.send(false).is_err() {
+                            break;
+                        }
+                    }
                     tokio::time::sleep(Duration::from_secs(1)).await;
+                    match self.manager().await {
+                        Ok(fresh) => manager = fresh,
+                        Err(error) => debug!(%error, "leader election: retrying"),
+                    }
                 }
                 Step::Free => {
                     debug!("the lease is free: taking it now");

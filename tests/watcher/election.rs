@@ -93,8 +93,12 @@ fn answer(
     }
 }
 
-/// One client per replica, all on the same store.
-fn lease_api(store: Arc<Mutex<LeaseStore>>) -> (Client, tokio::task::JoinHandle<()>) {
+/// One client per replica, all on the same store; while `cut` is set, its requests fail
+/// (the replica is cut off from the API server).
+fn lease_api(
+    store: Arc<Mutex<LeaseStore>>,
+    cut: Arc<std::sync::atomic::AtomicBool>,
+) -> (Client, tokio::task::JoinHandle<()>) {
     let (service, mut handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
     let task = tokio::spawn(async move {
         while let Some((request, send)) = handle.next_request().await {
@@ -115,13 +119,17 @@ fn lease_api(store: Arc<Mutex<LeaseStore>>) -> (Client, tokio::task::JoinHandle<
                 .unwrap_or_default();
             let bytes = request.into_body().collect().await.unwrap().to_bytes();
             let body: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
-            let (code, reply) = answer(
-                &mut store.lock().unwrap(),
-                &method,
-                &query,
-                &content_type,
-                body,
-            );
+            let (code, reply) = if cut.load(std::sync::atomic::Ordering::SeqCst) {
+                (503, status(503, "ServiceUnavailable"))
+            } else {
+                answer(
+                    &mut store.lock().unwrap(),
+                    &method,
+                    &query,
+                    &content_type,
+                    body,
+                )
+            };
             send.send_response(
                 Response::builder()
                     .status(code)
@@ -160,13 +168,15 @@ impl Writers {
 
 /// A replica: election + supervisor + a watcher task that holds the writer slot while it runs.
 struct Replica {
+    cut: Arc<std::sync::atomic::AtomicBool>,
     stop: tokio::sync::oneshot::Sender<()>,
     supervisor: tokio::task::JoinHandle<()>,
     api: tokio::task::JoinHandle<()>,
 }
 
 async fn replica(name: &str, store: Arc<Mutex<LeaseStore>>, writers: Writers) -> Replica {
-    let (client, api) = lease_api(store);
+    let cut = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let (client, api) = lease_api(store, cut.clone());
     let election = Election {
         client,
         lease: "gracegate".into(),
@@ -194,6 +204,7 @@ async fn replica(name: &str, store: Arc<Mutex<LeaseStore>>, writers: Writers) ->
         running.release(Duration::from_secs(3)).await;
     });
     Replica {
+        cut,
         stop,
         supervisor,
         api,
@@ -271,4 +282,28 @@ async fn handover_on_sigterm_within_a_second_and_on_a_crash_at_expiry_never_two_
     for (_, r) in replicas {
         r.terminate().await;
     }
+}
+
+/// The leader cut off from the API server (its renewals fail): it stops writing before its
+/// Lease can expire, and the other replica takes over; never two writers.
+#[tokio::test]
+async fn a_leader_that_cannot_renew_steps_down_before_another_takes_over() {
+    let store = Arc::new(Mutex::new(LeaseStore::default()));
+    let writers = Writers::default();
+    let a = replica("a", store.clone(), writers.clone()).await;
+    wait_for_leader(&writers, None, Duration::from_secs(5)).await;
+    let b = replica("b", store.clone(), writers.clone()).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(writers.current().as_deref(), Some("a"));
+    a.cut.store(true, std::sync::atomic::Ordering::SeqCst);
+    // Writers::start panics (in b's supervisor task) if a still writes when b starts.
+    let (next, _) = wait_for_leader(&writers, Some("a"), Duration::from_secs(8)).await;
+    assert_eq!(next, "b");
+    assert!(
+        !b.supervisor.is_finished(),
+        "b's supervisor is alive: no double writer"
+    );
+    a.cut.store(false, std::sync::atomic::Ordering::SeqCst);
+    b.terminate().await;
+    a.terminate().await;
 }
