@@ -4,4 +4,6 @@
 mod admission;
 mod bad_input;
 mod common;
+mod properties;
+mod rotation;
 mod tls;
