@@ -100,6 +100,7 @@ async fn child(mode: &str) {
                 writer,
                 "target-health.elbv2.k8s.aws".into(),
                 Arc::new(Notify::new()),
+                Default::default(),
             )
             .await
         }

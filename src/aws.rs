@@ -1,6 +1,6 @@
-//! The ELBv2 shell: the three Describe calls gracegate makes, behind a client-side token
-//! bucket, with the SDK's standard retry (backoff with jitter), and every call counted by
-//! outcome.
+//! The ELBv2 shell: the three Describe calls gracegate makes (target health, target groups and
+//! their attributes), behind a client-side token bucket, with the SDK's standard retry
+//! (backoff with jitter), and every call counted by outcome.
 //!
 //! The SDK runs on an `aws-smithy-http-client` with rustls and ring (no hyper 0.14, no
 //! aws-lc), and takes credentials from its default chain, so IRSA and EKS Pod Identity work.
@@ -18,6 +18,7 @@ use aws_sdk_elasticloadbalancingv2::types::TargetDescription;
 use aws_smithy_http_client::tls::{Provider, rustls_provider::CryptoMode};
 use tokio::time::Instant;
 
+use crate::facts::{Facts, HealthCheck, LoadBalancerKind};
 use crate::health::{TargetHealth, TargetState};
 use crate::metrics::Metrics;
 
@@ -244,6 +245,71 @@ impl Elb {
         });
         self.count("DescribeTargetHealth", &result);
         result
+    }
+
+    /// What `DescribeTargetGroups` and `DescribeTargetGroupAttributes` say about a target
+    /// group: two calls, each with its turn in the token bucket taken when this is called (as
+    /// [`Elb::describe_target_health`]), so facts queue behind the health calls made before.
+    pub fn target_group_facts(
+        &self,
+        target_group_arn: &str,
+    ) -> impl Future<Output = Result<Facts, AwsError>> + Send + 'static {
+        let turns = (self.bucket.reserve(), self.bucket.reserve());
+        let this = self.clone();
+        let arn = target_group_arn.to_string();
+        async move {
+            tokio::time::sleep_until(turns.0).await;
+            let described = this
+                .client
+                .describe_target_groups()
+                .target_group_arns(&arn)
+                .send()
+                .await
+                .map_err(classify);
+            this.count("DescribeTargetGroups", &described);
+            let group = described?
+                .target_groups()
+                .iter()
+                .find(|tg| tg.target_group_arn() == Some(arn.as_str()))
+                .cloned()
+                .ok_or_else(|| AwsError::TargetGroupNotFound(arn.clone()))?;
+            tokio::time::sleep_until(turns.1).await;
+            let attributes = this
+                .client
+                .describe_target_group_attributes()
+                .target_group_arn(&arn)
+                .send()
+                .await
+                .map_err(classify);
+            this.count("DescribeTargetGroupAttributes", &attributes);
+            let attributes: std::collections::HashMap<String, String> = attributes?
+                .attributes()
+                .iter()
+                .filter_map(|a| Some((a.key()?.to_string(), a.value()?.to_string())))
+                .collect();
+            let number = |key: &str| attributes.get(key).and_then(|v| v.trim().parse().ok());
+            let count = |n: Option<i32>| n.and_then(|n| u32::try_from(n).ok());
+            let protocol = group.protocol().map(|p| p.as_str().to_string());
+            Ok(Facts {
+                load_balancer: protocol
+                    .as_deref()
+                    .and_then(LoadBalancerKind::from_protocol),
+                protocol,
+                target_type: group.target_type().map(|t| t.as_str().to_string()),
+                ip_address_type: group.ip_address_type().map(|t| t.as_str().to_string()),
+                health_check: HealthCheck {
+                    interval_seconds: count(group.health_check_interval_seconds()),
+                    timeout_seconds: count(group.health_check_timeout_seconds()),
+                    healthy_threshold: count(group.healthy_threshold_count()),
+                    unhealthy_threshold: count(group.unhealthy_threshold_count()),
+                },
+                deregistration_delay_seconds: number("deregistration_delay.timeout_seconds"),
+                slow_start_seconds: number("slow_start.duration_seconds"),
+                connection_termination: attributes
+                    .get("deregistration_delay.connection_termination.enabled")
+                    .and_then(|v| v.trim().parse().ok()),
+            })
+        }
     }
 
     /// The ARN of the target group named `name` (for bindings that give a name, not an ARN).

@@ -1,10 +1,11 @@
 //! The end of a pod's life, as the load balancer sees it. Pure.
 //!
-//! A terminating pod's target should leave `healthy` (start `draining`) before the pod's
-//! preStop sleep ends: otherwise the ELB still sends new requests to a process that is
-//! shutting down, which is the 502 at the end of a rollout. The watcher tracks each departing
-//! target until the ELB no longer lists it, measures how long deregistration took, and
-//! warns when the sleep was too short.
+//! A terminating pod's target should be gone from the target group before the pod's preStop
+//! sleep ends: while it is `healthy` the ELB certainly sends it new requests, and while it is
+//! `draining` it may still (NLBs are reported to for minutes), which is the 502 at the end of
+//! a rollout. The watcher follows each departing target until the ELB no longer lists it,
+//! measures the controller's lag (deleted → first `draining`) and the drain (deleted → gone),
+//! and warns when the sleep ended while the target was still listed.
 
 use k8s_openapi::api::core::v1::{Node, Pod};
 use k8s_openapi::jiff::{SignedDuration, Timestamp};
@@ -30,7 +31,13 @@ pub struct Departure {
     /// When the preStop sleep ends and the container gets SIGTERM.
     pub prestop_ends: Timestamp,
     pub draining_at: Option<Timestamp>,
+    /// `TerminatedBeforeDeregistered` was reported.
     pub warned: bool,
+    /// Seen `draining` after the preStop sleep ended (reported once the target is gone).
+    pub draining_after_prestop: bool,
+    /// Seen listed at least once: only then does "gone" measure a drain (a target already
+    /// gone when first looked at, or never registered, says nothing about how long it took).
+    pub seen_listed: bool,
 }
 
 /// What a departure's latest observation means.
@@ -40,33 +47,62 @@ pub enum Step {
     Continue,
     /// The preStop sleep is over and the ELB still routes new requests here.
     StillHealthyAfterPrestop { late_seconds: f64 },
-    /// Gone from the target group, this long after the delete.
-    Deregistered { seconds: f64 },
-    /// Followed for too long; stop.
-    GiveUp,
+    /// Gone from the target group.
+    Gone(Gone),
+    /// Followed for too long; stop. `draining_after_prestop`: seconds it was still listed
+    /// (draining) after the sleep ended, when it was.
+    GiveUp { draining_after_prestop: Option<f64> },
+}
+
+/// A departure's end.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Gone {
+    /// Deleted → gone, when it measures a drain (see [`Departure::seen_listed`]).
+    pub drain_seconds: Option<f64>,
+    /// Deleted → first `draining`, when it was seen draining.
+    pub lag_seconds: Option<f64>,
+    /// The sleep ended while it was draining: it stayed listed this much longer.
+    pub draining_after_prestop: Option<f64>,
 }
 
 /// Advance a departure with the target's health (`None`: the ELB does not list it).
 pub fn observe(d: &mut Departure, health: Option<&TargetHealth>, now: Timestamp) -> Step {
+    let since = |t: Timestamp| now.duration_since(t).as_secs_f64().max(0.0);
     let gone = health.is_none_or(|h| h.is_not_registered() || h.state == TargetState::Unused);
     if gone {
-        let seconds = now.duration_since(d.deleted_at).as_secs_f64().max(0.0);
-        return Step::Deregistered { seconds };
+        return Step::Gone(Gone {
+            drain_seconds: d.seen_listed.then(|| since(d.deleted_at)),
+            lag_seconds: d
+                .draining_at
+                .map(|t| t.duration_since(d.deleted_at).as_secs_f64().max(0.0)),
+            draining_after_prestop: d.draining_after_prestop.then(|| since(d.prestop_ends)),
+        });
     }
-    if now.duration_since(d.deleted_at) > GIVE_UP_AFTER {
-        return Step::GiveUp;
-    }
+    d.seen_listed = true;
     let state = health.map(|h| &h.state);
-    if matches!(
+    let draining = matches!(
         state,
         Some(TargetState::Draining | TargetState::UnhealthyDraining)
-    ) {
+    );
+    if draining {
         d.draining_at.get_or_insert(now);
+        // One report per departure: a target already reported healthy past its sleep is not
+        // reported again for draining.
+        if now >= d.prestop_ends && !d.warned {
+            d.draining_after_prestop = true;
+        }
     }
-    if state == Some(&TargetState::Healthy) && now > d.prestop_ends && !d.warned {
+    if now.duration_since(d.deleted_at) > GIVE_UP_AFTER {
+        return Step::GiveUp {
+            draining_after_prestop: d.draining_after_prestop.then(|| since(d.prestop_ends)),
+        };
+    }
+    if state == Some(&TargetState::Healthy) && now >= d.prestop_ends && !d.warned {
         d.warned = true;
-        let late_seconds = now.duration_since(d.prestop_ends).as_secs_f64();
-        return Step::StillHealthyAfterPrestop { late_seconds };
+        d.draining_after_prestop = false;
+        return Step::StillHealthyAfterPrestop {
+            late_seconds: since(d.prestop_ends),
+        };
     }
     Step::Continue
 }
@@ -126,6 +162,8 @@ pub fn departures(
                 deleted_at,
                 draining_at: None,
                 warned: false,
+                draining_after_prestop: false,
+                seen_listed: false,
             });
         }
     }
@@ -178,6 +216,8 @@ mod tests {
             prestop_ends: at(40),
             draining_at: None,
             warned: false,
+            draining_after_prestop: false,
+            seen_listed: false,
         }
     }
 
@@ -189,47 +229,51 @@ mod tests {
         })
     }
 
+    fn gone(drain: Option<f64>, lag: Option<f64>, after: Option<f64>) -> Step {
+        Step::Gone(Gone {
+            drain_seconds: drain,
+            lag_seconds: lag,
+            draining_after_prestop: after,
+        })
+    }
+
+    const DRAINING: &str = "draining";
+
+    /// A departure observed at each `(second, state)` in turn (`None`: not listed); the steps.
     #[rstest]
-    #[case::draining_in_time(
-        health("draining", Some("Target.DeregistrationInProgress")),
-        5,
-        Step::Continue
-    )]
-    #[case::healthy_during_the_sleep(health("healthy", None), 39, Step::Continue)]
-    #[case::healthy_after_the_sleep(health("healthy", None), 42, Step::StillHealthyAfterPrestop { late_seconds: 2.0 })]
-    #[case::gone(None, 35, Step::Deregistered { seconds: 35.0 })]
-    #[case::not_registered(health("unused", Some("Target.NotRegistered")), 31, Step::Deregistered { seconds: 31.0 })]
-    #[case::followed_too_long(health("draining", None), 901, Step::GiveUp)]
-    fn steps(#[case] h: Option<TargetHealth>, #[case] now: i64, #[case] expected: Step) {
+    #[case::draining_then_gone_in_time(&[(5, Some(DRAINING)), (35, None)], vec![Step::Continue, gone(Some(35.0), Some(5.0), None)])]
+    #[case::healthy_during_the_sleep(&[(39, Some("healthy"))], vec![Step::Continue])]
+    #[case::healthy_after_the_sleep(&[(42, Some("healthy"))], vec![Step::StillHealthyAfterPrestop { late_seconds: 2.0 }])]
+    #[case::healthy_reported_once_then_draining_is_not_reported_again(
+        &[(41, Some("healthy")), (42, Some("healthy")), (43, Some(DRAINING)), (60, None)],
+        vec![Step::StillHealthyAfterPrestop { late_seconds: 1.0 }, Step::Continue, Step::Continue, gone(Some(60.0), Some(43.0), None)])]
+    #[case::draining_past_the_sleep(&[(3, Some(DRAINING)), (45, Some(DRAINING)), (130, None)], vec![Step::Continue, Step::Continue, gone(Some(130.0), Some(3.0), Some(90.0))])]
+    #[case::draining_seen_only_after_the_sleep(&[(50, Some(DRAINING)), (70, None)], vec![Step::Continue, gone(Some(70.0), Some(50.0), Some(30.0))])]
+    #[case::gone_at_first_look_measures_nothing(&[(35, None)], vec![gone(None, None, None)])]
+    #[case::never_registered(&[(2, Some("unused"))], vec![gone(None, None, None)])]
+    #[case::listed_then_unused(&[(2, Some("healthy")), (31, Some("unused"))], vec![Step::Continue, gone(Some(31.0), None, None)])]
+    #[case::followed_too_long(&[(5, Some(DRAINING)), (901, Some(DRAINING))], vec![Step::Continue, Step::GiveUp { draining_after_prestop: Some(861.0) }])]
+    #[case::followed_too_long_within_the_sleep(&[(901, Some("healthy"))], vec![Step::GiveUp { draining_after_prestop: None }])]
+    fn steps(#[case] looks: &[(i64, Option<&str>)], #[case] expected: Vec<Step>) {
         let mut d = departure();
-        assert_eq!(observe(&mut d, h.as_ref(), at(now)), expected);
+        let got: Vec<Step> = looks
+            .iter()
+            .map(|(s, state)| {
+                let h = state
+                    .and_then(|st| health(st, (st == "unused").then_some("Target.NotRegistered")));
+                observe(&mut d, h.as_ref(), at(*s))
+            })
+            .collect();
+        assert_eq!(got, expected);
     }
 
     #[test]
-    fn warns_once_and_remembers_draining() {
+    fn the_first_draining_sighting_is_kept() {
         let mut d = departure();
-        assert!(matches!(
-            observe(&mut d, health("healthy", None).as_ref(), at(41)),
-            Step::StillHealthyAfterPrestop { .. }
-        ));
-        assert_eq!(
-            observe(&mut d, health("healthy", None).as_ref(), at(42)),
-            Step::Continue
-        );
-        assert_eq!(
-            observe(&mut d, health("draining", None).as_ref(), at(43)),
-            Step::Continue
-        );
-        assert_eq!(d.draining_at, Some(at(43)));
-        assert_eq!(
-            observe(&mut d, health("draining", None).as_ref(), at(44)),
-            Step::Continue
-        );
-        assert_eq!(
-            d.draining_at,
-            Some(at(43)),
-            "the first draining sighting is kept"
-        );
+        observe(&mut d, health("healthy", None).as_ref(), at(1));
+        observe(&mut d, health(DRAINING, None).as_ref(), at(3));
+        observe(&mut d, health(DRAINING, None).as_ref(), at(4));
+        assert_eq!(d.draining_at, Some(at(3)));
     }
 
     #[test]

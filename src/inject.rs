@@ -453,12 +453,14 @@ pub fn plan(pod: &PodView, objects: &NamespaceObjects, settings: &Settings) -> P
     let annotations = pod.metadata.annotations.as_ref();
     let source = timing.prestop_source.as_str();
     let source_annotation = (!prestops.is_empty() || grace.is_some())
-        .then(|| match annotations.and_then(|a| a.get(ANNOTATION_PRESTOP_SOURCE)) {
-            Some(v) if v == source => None,
-            Some(_) => Some(AnnotationAdd::Replace),
-            None if annotations.is_some() => Some(AnnotationAdd::Key),
-            None => Some(AnnotationAdd::Map),
-        })
+        .then(
+            || match annotations.and_then(|a| a.get(ANNOTATION_PRESTOP_SOURCE)) {
+                Some(v) if v == source => None,
+                Some(_) => Some(AnnotationAdd::Replace),
+                None if annotations.is_some() => Some(AnnotationAdd::Key),
+                None => Some(AnnotationAdd::Map),
+            },
+        )
         .flatten()
         .map(|how| (how, source));
 

@@ -17,7 +17,7 @@ use crate::cluster::Cluster;
 use crate::inject::Settings;
 use crate::metrics::Metrics;
 use crate::targets::GateSettings;
-use crate::watcher::{self, Watcher, WatcherSettings};
+use crate::watcher::{self, GonePods, Watcher, WatcherSettings};
 use crate::webhook::server::{self, shutdown_signal};
 use crate::webhook::{Context, Health, admin_router};
 use crate::{Error, Result};
@@ -38,10 +38,15 @@ pub async fn run_serve(args: ServeArgs) -> Result<()> {
     let (context, options) = server::prepare(&args.webhook, Some(client.clone())).await?;
     let running = server::start(options, context.clone()).await?;
     let prefix = context.settings.condition_prefix.clone();
+    let namespace = args
+        .webhook
+        .namespace
+        .clone()
+        .unwrap_or_else(|| client.default_namespace().to_string());
     tokio::select! {
         _ = shutdown_signal() => {}
         // The webhook's readiness never waits for the watcher's pod cache.
-        result = lead(client, context, prefix, args.watch, args.lease, false) => {
+        result = lead(client, context, prefix, namespace, args.watch, args.lease, false) => {
             if let Err(error) = result {
                 warn!(%error, "leader election ended; shutting down");
             }
@@ -85,7 +90,7 @@ pub async fn run_watcher(args: WatcherArgs) -> Result<()> {
                 warn!(%error, "admin listener failed");
             }
         }
-        result = lead(client, context, args.condition_prefix, args.watch, args.lease, true) => {
+        result = lead(client, context, args.condition_prefix, namespace, args.watch, args.lease, true) => {
             if let Err(error) = result {
                 warn!(%error, "leader election ended; shutting down");
             }
@@ -100,6 +105,7 @@ async fn lead(
     client: Client,
     context: Context,
     prefix: String,
+    records_namespace: String,
     watch: WatchArgs,
     lease: LeaseArgs,
     ready_after_pod_sync: bool,
@@ -122,6 +128,8 @@ async fn lead(
             gate_timeout: (!watch.gate_timeout.is_zero()).then_some(watch.gate_timeout),
         },
         tick: watch.tick,
+        facts_refresh: Some(watch.facts_refresh),
+        records_namespace: Some(records_namespace),
     };
     let identity = lease
         .identity
@@ -186,10 +194,12 @@ async fn watch_targets(
         .pods_syncing
         .store(ready_after_pod_sync, Ordering::Release);
     let wake = Arc::new(Notify::new());
+    let gone = GonePods::default();
     let (pods, nodes, drive) = watcher::watch_pods(
         client.clone(),
         settings.gates.condition_prefix.clone(),
         wake.clone(),
+        gone.clone(),
     );
     let work = async {
         context.cluster.wait_until_synced().await;
@@ -209,6 +219,7 @@ async fn watch_targets(
             wake,
             settings,
         )
+        .with_gone_pods(gone)
         .run()
         .await;
     };

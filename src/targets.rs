@@ -195,7 +195,27 @@ pub enum TargetGroup {
     Name(String),
 }
 
+impl std::fmt::Display for TargetGroup {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            TargetGroup::Arn(arn) => f.write_str(arn),
+            TargetGroup::Name(name) => f.write_str(name),
+        }
+    }
+}
+
 impl TargetGroup {
+    /// The target group's name: from its ARN (`…:targetgroup/NAME/ID`), or `arn` when this
+    /// is a name-only reference resolved to it.
+    pub fn name(&self, arn: Option<&str>) -> String {
+        match self {
+            TargetGroup::Name(name) => name.clone(),
+            TargetGroup::Arn(a) => crate::facts::name_from_arn(arn.unwrap_or(a))
+                .unwrap_or(a)
+                .to_string(),
+        }
+    }
+
     pub fn of(binding: &TargetGroupBinding) -> Option<TargetGroup> {
         match (
             &binding.spec.target_group_arn,
@@ -331,6 +351,34 @@ fn work_for(
         Err(NoTarget::NotYet) => Work::Wait,
         Err(NoTarget::Unresolvable(why)) => Work::Settle(Observation::NoData(why)),
     }
+}
+
+/// The target groups serving any of `pods` (all in the namespace `objects` describes) through
+/// a gate gracegate serves: the ones whose facts are worth reading.
+pub fn gated_groups(
+    pods: &[std::sync::Arc<Pod>],
+    objects: &NamespaceObjects,
+    condition_prefix: &str,
+) -> BTreeSet<TargetGroup> {
+    let mut out = BTreeSet::new();
+    let mut seen: BTreeSet<&str> = BTreeSet::new();
+    for pod in pods {
+        for gate in pod
+            .spec
+            .iter()
+            .flat_map(|s| s.readiness_gates.iter().flatten())
+        {
+            // Pods of one workload share their gates: resolve each gate once.
+            if !seen.insert(gate.condition_type.as_str()) {
+                continue;
+            }
+            let group = parse_gate(&gate.condition_type, condition_prefix)
+                .and_then(|parsed| resolve(&parsed, objects))
+                .and_then(TargetGroup::of);
+            out.extend(group);
+        }
+    }
+    out
 }
 
 /// The targets to ask about, per target group: one `DescribeTargetHealth` each.

@@ -118,7 +118,10 @@ pub const DEFAULT_GRACE_PERIOD_SECONDS: i64 = 30;
 
 /// `S` from the load balancer's side alone: the largest of `D + 10` and the measured p99 +
 /// margin, uncapped, with its source; `None` when neither is known.
-pub fn wanted_prestop(settings: &TimingSettings, evidence: &Evidence) -> Option<(u32, PrestopSource)> {
+pub fn wanted_prestop(
+    settings: &TimingSettings,
+    evidence: &Evidence,
+) -> Option<(u32, PrestopSource)> {
     let from_delay = evidence.delay.as_ref().map(|(d, source)| {
         (
             d.saturating_add(DELAY_MARGIN_SECONDS),
@@ -510,7 +513,12 @@ mod tests {
         assert_eq!((got.prestop_seconds, got.grace_period(Some(1))), (15, 20));
         let got = timing(&settings, &evidence(Some(60), None, false), None, None);
         assert_eq!(got.prestop_seconds, 30);
-        let got = timing(&settings, &evidence(None, Some((20.0, 5)), false), None, None);
+        let got = timing(
+            &settings,
+            &evidence(None, Some((20.0, 5)), false),
+            None,
+            None,
+        );
         assert_eq!(got.prestop_seconds, 21, "the margin is a setting");
     }
 }

@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 use aws_sdk_elasticloadbalancingv2::config::{Credentials, SharedCredentialsProvider};
 use fake_elb::{FakeElb, Fault};
 use gracegate::aws::{AwsError, Elb, ElbOptions, TargetId};
+use gracegate::facts::{Facts, HealthCheck, LoadBalancerKind};
 use gracegate::health::{TargetHealth, TargetState};
 use gracegate::metrics::Metrics;
 
@@ -514,6 +515,79 @@ async fn unknown_target_group() {
     assert!(matches!(err, AwsError::TargetGroupNotFound(_)), "{err:?}");
 }
 
+/// `DescribeTargetGroups` + `DescribeTargetGroupAttributes` → the facts, from the wire.
+#[tokio::test]
+async fn target_group_facts_from_both_calls() {
+    let s = setup().await;
+    s.fake.set_deregistration_delay(ARN, 45);
+    s.fake.set_slow_start(ARN, 30);
+    s.fake.set_health_check(ARN, 10, 6, 3, 4);
+    let facts = s.elb.target_group_facts(ARN).await.unwrap();
+    assert_eq!(
+        facts,
+        Facts {
+            protocol: Some("HTTP".into()),
+            load_balancer: Some(LoadBalancerKind::Application),
+            target_type: Some("ip".into()),
+            ip_address_type: Some("ipv4".into()),
+            health_check: HealthCheck {
+                interval_seconds: Some(10),
+                timeout_seconds: Some(6),
+                healthy_threshold: Some(3),
+                unhealthy_threshold: Some(4),
+            },
+            deregistration_delay_seconds: Some(45),
+            slow_start_seconds: Some(30),
+            connection_termination: None,
+        }
+    );
+    let requests = s.fake.requests();
+    assert_eq!(requests.len(), 2);
+    assert_eq!(requests[0].action, "DescribeTargetGroups");
+    assert_eq!(requests[0].list("TargetGroupArns"), vec![ARN.to_string()]);
+    assert_eq!(requests[1].action, "DescribeTargetGroupAttributes");
+    assert_eq!(requests[1].param("TargetGroupArn"), Some(ARN));
+
+    s.fake.make_network(ARN);
+    let nlb = s.elb.target_group_facts(ARN).await.unwrap();
+    assert_eq!(nlb.load_balancer, Some(LoadBalancerKind::Network));
+    assert_eq!(nlb.protocol.as_deref(), Some("TCP"));
+    assert_eq!(nlb.connection_termination, Some(false));
+    assert_eq!(
+        (
+            aws_counter(&s.metrics, "DescribeTargetGroups", "ok"),
+            aws_counter(&s.metrics, "DescribeTargetGroupAttributes", "ok")
+        ),
+        (Some(2), Some(2))
+    );
+}
+
+#[tokio::test]
+async fn target_group_facts_errors() {
+    let s = setup().await;
+    // Throttled once: retried by the SDK, then answered.
+    s.fake.fail_next(1, Fault::Throttling);
+    assert!(s.elb.target_group_facts(ARN).await.is_ok());
+    assert_eq!(s.fake.calls("DescribeTargetGroups"), 2);
+    // Not found: no attributes call, classified.
+    let other = "arn:aws:elasticloadbalancing:us-east-1:123456789012:targetgroup/gone/1";
+    let err = s.elb.target_group_facts(other).await.unwrap_err();
+    assert!(matches!(err, AwsError::TargetGroupNotFound(_)), "{err:?}");
+    assert_eq!(s.fake.calls("DescribeTargetGroupAttributes"), 1);
+    assert_eq!(
+        aws_counter(&s.metrics, "DescribeTargetGroups", "not_found"),
+        Some(1)
+    );
+    // Throttled past the retries: an error, counted as throttling.
+    s.fake.fail_next(3, Fault::Throttling);
+    let err = s.elb.target_group_facts(ARN).await.unwrap_err();
+    assert!(matches!(err, AwsError::Throttled(_)), "{err:?}");
+    assert_eq!(
+        aws_counter(&s.metrics, "DescribeTargetGroups", "throttled"),
+        Some(1)
+    );
+}
+
 #[tokio::test]
 async fn target_group_arn_and_deregistration_delay() {
     let s = setup().await;
@@ -631,7 +705,7 @@ fn start_moto(moto_server: &Path, port: u16) -> ChildGuard {
 }
 
 /// Creates a target group with two targets and a 30 s deregistration delay through boto3.
-fn moto_setup(python: &Path, url: &str) -> (String, String) {
+fn moto_setup(python: &Path, url: &str) -> (String, String, String) {
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/support/moto_setup.py");
     let out = Command::new(python)
         .arg(script)
@@ -651,6 +725,7 @@ fn moto_setup(python: &Path, url: &str) -> (String, String) {
     (
         v["arn"].as_str().expect("arn").to_string(),
         v["name"].as_str().expect("name").to_string(),
+        v["nlb_arn"].as_str().expect("nlb_arn").to_string(),
     )
 }
 
@@ -668,7 +743,7 @@ async fn moto_conformance() {
     let port = free_port();
     let _moto = start_moto(&moto_server, port);
     let url = format!("http://127.0.0.1:{port}");
-    let (arn, name) = tokio::task::spawn_blocking({
+    let (arn, name, nlb_arn) = tokio::task::spawn_blocking({
         let url = url.clone();
         move || moto_setup(&python, &url)
     })
@@ -714,6 +789,36 @@ async fn moto_conformance() {
         Some(arn.clone())
     );
     assert_eq!(elb.deregistration_delay(&arn).await.unwrap(), Some(30));
+
+    // Target-group facts: both calls, every field gracegate reads, as moto answers them.
+    let facts = elb.target_group_facts(&arn).await.expect("facts on moto");
+    eprintln!("moto: facts {facts:?}");
+    assert_eq!(facts.protocol.as_deref(), Some("HTTP"));
+    assert_eq!(facts.load_balancer, Some(LoadBalancerKind::Application));
+    assert_eq!(facts.target_type.as_deref(), Some("ip"));
+    assert_eq!(
+        facts.health_check,
+        HealthCheck {
+            interval_seconds: Some(10),
+            timeout_seconds: Some(4),
+            healthy_threshold: Some(3),
+            unhealthy_threshold: Some(2),
+        }
+    );
+    assert_eq!(facts.deregistration_delay_seconds, Some(30));
+    assert_eq!(facts.slow_start_seconds, Some(45));
+    let nlb = elb
+        .target_group_facts(&nlb_arn)
+        .await
+        .expect("NLB facts on moto");
+    assert_eq!(nlb.protocol.as_deref(), Some("TCP"));
+    assert_eq!(nlb.load_balancer, Some(LoadBalancerKind::Network));
+    assert_eq!(nlb.deregistration_delay_seconds, Some(300), "AWS's default");
+    let err = elb
+        .target_group_facts(&arn.replace(&name, "no-such-group"))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, AwsError::TargetGroupNotFound(_)), "{err:?}");
 
     // Error responses parse as gracegate classifies them.
     let err = elb.target_group_arn("no-such-group").await.unwrap_err();

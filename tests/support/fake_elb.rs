@@ -106,6 +106,12 @@ struct TargetGroup {
     arn: String,
     name: String,
     deregistration_delay: u32,
+    protocol: String,
+    slow_start: u32,
+    /// `deregistration_delay.connection_termination.enabled`; only NLB target groups have it.
+    connection_termination: Option<bool>,
+    /// Interval, timeout, healthy threshold, unhealthy threshold.
+    health_check: (u32, u32, u32, u32),
     targets: Vec<Target>,
 }
 
@@ -147,7 +153,8 @@ impl FakeElbHandle {
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// A target group with no targets and a deregistration delay of 300 s (AWS's default).
+    /// An HTTP (ALB) target group with no targets, AWS's defaults: a deregistration delay of
+    /// 300 s, health checks every 15 s with a 5 s timeout, 5 healthy / 2 unhealthy.
     pub fn add_target_group(&self, arn: &str, name: &str) {
         let mut inner = self.lock();
         inner.groups.retain(|g| g.arn != arn);
@@ -155,8 +162,37 @@ impl FakeElbHandle {
             arn: arn.into(),
             name: name.into(),
             deregistration_delay: 300,
+            protocol: "HTTP".into(),
+            slow_start: 0,
+            connection_termination: None,
+            health_check: (15, 5, 5, 2),
             targets: Vec::new(),
         });
+    }
+
+    /// Make it a network load balancer's (TCP, AWS's NLB health-check defaults: every 30 s,
+    /// 10 s timeout, 3/3), with connection termination off.
+    pub fn make_network(&self, arn: &str) {
+        let mut inner = self.lock();
+        let g = inner.group_mut(arn);
+        g.protocol = "TCP".into();
+        g.connection_termination = Some(false);
+        g.health_check = (30, 10, 3, 3);
+    }
+
+    pub fn set_health_check(
+        &self,
+        arn: &str,
+        interval: u32,
+        timeout: u32,
+        healthy: u32,
+        unhealthy: u32,
+    ) {
+        self.lock().group_mut(arn).health_check = (interval, timeout, healthy, unhealthy);
+    }
+
+    pub fn set_slow_start(&self, arn: &str, seconds: u32) {
+        self.lock().group_mut(arn).slow_start = seconds;
     }
 
     pub fn set_deregistration_delay(&self, arn: &str, seconds: u32) {
@@ -455,8 +491,15 @@ fn answer(inner: &Inner, request: &RecordedRequest) -> Result<String, ElbError> 
                 ("stickiness.enabled", "false".into()),
                 ("stickiness.type", "lb_cookie".into()),
                 ("load_balancing.algorithm.type", "round_robin".into()),
-                ("slow_start.duration_seconds", "0".into()),
-            ] {
+                ("slow_start.duration_seconds", group.slow_start.to_string()),
+            ]
+            .into_iter()
+            .chain(group.connection_termination.map(|on| {
+                (
+                    "deregistration_delay.connection_termination.enabled",
+                    on.to_string(),
+                )
+            })) {
                 let _ = write!(
                     out,
                     "<member><Key>{key}</Key><Value>{value}</Value></member>"
@@ -553,11 +596,27 @@ fn describe_target_groups(inner: &Inner, request: &RecordedRequest) -> Result<St
         let _ = write!(
             out,
             "<member><TargetGroupArn>{}</TargetGroupArn><TargetGroupName>{}</TargetGroupName>\
-             <Protocol>HTTP</Protocol><Port>80</Port><VpcId>vpc-0fake</VpcId>\
-             <HealthCheckProtocol>HTTP</HealthCheckProtocol><HealthCheckPort>traffic-port</HealthCheckPort>\
-             <HealthCheckPath>/</HealthCheckPath><LoadBalancerArns/><TargetType>ip</TargetType></member>",
+             <Protocol>{}</Protocol><Port>80</Port><VpcId>vpc-0fake</VpcId>\
+             <HealthCheckProtocol>{}</HealthCheckProtocol><HealthCheckPort>traffic-port</HealthCheckPort>\
+             <HealthCheckEnabled>true</HealthCheckEnabled>\
+             <HealthCheckIntervalSeconds>{}</HealthCheckIntervalSeconds>\
+             <HealthCheckTimeoutSeconds>{}</HealthCheckTimeoutSeconds>\
+             <HealthyThresholdCount>{}</HealthyThresholdCount>\
+             <UnhealthyThresholdCount>{}</UnhealthyThresholdCount>\
+             {}<LoadBalancerArns/><TargetType>ip</TargetType><IpAddressType>ipv4</IpAddressType></member>",
             escape(&g.arn),
             escape(&g.name),
+            escape(&g.protocol),
+            escape(&g.protocol),
+            g.health_check.0,
+            g.health_check.1,
+            g.health_check.2,
+            g.health_check.3,
+            if g.protocol == "HTTP" {
+                "<HealthCheckPath>/</HealthCheckPath><Matcher><HttpCode>200</HttpCode></Matcher>"
+            } else {
+                ""
+            },
         );
     }
     out.push_str("</TargetGroups>");

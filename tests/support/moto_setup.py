@@ -1,7 +1,7 @@
 """Sets up an ELBv2 target group in a running moto server for tests/aws `moto_conformance`.
 
 Usage: python moto_setup.py http://127.0.0.1:PORT
-Prints {"arn": ..., "name": ...} as JSON on stdout.
+Prints {"arn": ..., "name": ..., "nlb_arn": ...} as JSON on stdout.
 """
 
 import json
@@ -23,7 +23,15 @@ vpc_id = vpcs[0]["VpcId"] if vpcs else ec2.create_vpc(CidrBlock="10.0.0.0/16")["
 
 name = "gracegate-conformance"
 group = elbv2.create_target_group(
-    Name=name, Protocol="HTTP", Port=80, VpcId=vpc_id, TargetType="ip"
+    Name=name,
+    Protocol="HTTP",
+    Port=80,
+    VpcId=vpc_id,
+    TargetType="ip",
+    HealthCheckIntervalSeconds=10,
+    HealthCheckTimeoutSeconds=4,
+    HealthyThresholdCount=3,
+    UnhealthyThresholdCount=2,
 )["TargetGroups"][0]
 arn = group["TargetGroupArn"]
 elbv2.register_targets(
@@ -32,6 +40,12 @@ elbv2.register_targets(
 )
 elbv2.modify_target_group_attributes(
     TargetGroupArn=arn,
-    Attributes=[{"Key": "deregistration_delay.timeout_seconds", "Value": "30"}],
+    Attributes=[
+        {"Key": "deregistration_delay.timeout_seconds", "Value": "30"},
+        {"Key": "slow_start.duration_seconds", "Value": "45"},
+    ],
 )
-print(json.dumps({"arn": arn, "name": name}))
+nlb = elbv2.create_target_group(
+    Name=name + "-nlb", Protocol="TCP", Port=80, VpcId=vpc_id, TargetType="ip"
+)["TargetGroups"][0]
+print(json.dumps({"arn": arn, "name": name, "nlb_arn": nlb["TargetGroupArn"]}))

@@ -109,13 +109,13 @@ pub async fn elb(fake: &FakeElb, metrics: Arc<Metrics>, options: ElbOptions) -> 
 }
 
 pub fn settings(gate_timeout: Option<Duration>) -> WatcherSettings {
-    WatcherSettings {
-        gates: GateSettings {
+    WatcherSettings::gates(
+        GateSettings {
             condition_prefix: "target-health.elbv2.k8s.aws".into(),
             gate_timeout,
         },
-        tick: Duration::from_secs(1),
-    }
+        Duration::from_secs(1),
+    )
 }
 
 /// A request the mock API server received.
@@ -124,6 +124,7 @@ pub struct Seen {
     pub at: Instant,
     pub method: Method,
     pub path: String,
+    pub query: String,
     pub content_type: String,
     pub body: Value,
 }
@@ -132,6 +133,8 @@ pub struct Seen {
 /// makes (status patches, events), and records each for assertions.
 pub struct MockApi {
     pub seen: Arc<Mutex<Vec<Seen>>>,
+    /// Requests whose path contains the text are answered with the status (a Status body).
+    failing: Arc<Mutex<Option<(String, u16)>>>,
     pub client: Client,
     task: tokio::task::JoinHandle<()>,
 }
@@ -147,11 +150,14 @@ impl MockApi {
         let (service, mut handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
         let seen = Arc::new(Mutex::new(Vec::new()));
         let record = seen.clone();
+        let failing: Arc<Mutex<Option<(String, u16)>>> = Arc::default();
+        let fail = failing.clone();
         let task = tokio::spawn(async move {
             while let Some((request, send)) = handle.next_request().await {
                 let at = Instant::now();
                 let method = request.method().clone();
                 let path = request.uri().path().to_string();
+                let query = request.uri().query().unwrap_or_default().to_string();
                 let content_type = request
                     .headers()
                     .get("content-type")
@@ -165,13 +171,30 @@ impl MockApi {
                 } else {
                     body.clone()
                 };
+                let failure = fail
+                    .lock()
+                    .unwrap()
+                    .clone()
+                    .filter(|(part, _)| path.contains(part.as_str()));
                 record.lock().unwrap().push(Seen {
                     at,
                     method,
                     path,
+                    query,
                     content_type,
                     body,
                 });
+                if let Some((_, code)) = failure {
+                    let status = json!({ "apiVersion": "v1", "kind": "Status", "status": "Failure",
+                                         "message": "injected", "reason": "InternalError", "code": code });
+                    send.send_response(
+                        Response::builder()
+                            .status(code)
+                            .body(Body::from(serde_json::to_vec(&status).unwrap()))
+                            .unwrap(),
+                    );
+                    continue;
+                }
                 send.send_response(
                     Response::builder()
                         .status(if reply.get("kind") == Some(&json!("Event")) {
@@ -186,9 +209,15 @@ impl MockApi {
         });
         MockApi {
             seen,
+            failing,
             client: Client::new(service, "default"),
             task,
         }
+    }
+
+    /// Answer requests whose path contains `part` with `code` (0: answer normally again).
+    pub fn fail_path(&self, part: &str, code: u16) {
+        *self.failing.lock().unwrap() = (code != 0).then(|| (part.to_string(), code));
     }
 
     pub fn seen(&self) -> Vec<Seen> {
@@ -199,6 +228,13 @@ impl MockApi {
         self.seen()
             .into_iter()
             .filter(|s| s.method == Method::PATCH)
+            .collect()
+    }
+
+    pub fn configmap_writes(&self) -> Vec<Seen> {
+        self.seen()
+            .into_iter()
+            .filter(|s| s.path.contains("/configmaps/"))
             .collect()
     }
 
@@ -229,6 +265,26 @@ pub async fn setup_with(
     gate_timeout: Option<Duration>,
     options: ElbOptions,
 ) -> Setup {
+    setup_full(pods, cluster, settings(gate_timeout), options).await
+}
+
+/// gracegate's namespace in these tests.
+pub const OWN_NS: &str = "gracegate-system";
+
+/// Facts read every `refresh`, records kept in the ConfigMap in [`OWN_NS`].
+pub fn settings_with_records(refresh: Option<Duration>) -> WatcherSettings {
+    let mut s = settings(None);
+    s.facts_refresh = refresh;
+    s.records_namespace = Some(OWN_NS.into());
+    s
+}
+
+pub async fn setup_full(
+    pods: Vec<Pod>,
+    cluster: Cluster,
+    settings: WatcherSettings,
+    options: ElbOptions,
+) -> Setup {
     let fake = FakeElb::start().await;
     fake.add_target_group(ARN, BINDING);
     let api = MockApi::start();
@@ -243,7 +299,7 @@ pub async fn setup_with(
         pods.store.clone(),
         empty_nodes(),
         wake.clone(),
-        settings(gate_timeout),
+        settings,
     );
     Setup {
         fake,

@@ -2,7 +2,9 @@
 //! asserted), its ELB I/O against the scriptable fake ELBv2 through the real SDK, and the real
 //! loop end to end.
 
+mod departures;
 mod end_to_end;
+mod facts;
 #[path = "../support/fake_elb.rs"]
 mod fake_elb;
 mod harness;

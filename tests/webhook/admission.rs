@@ -188,7 +188,7 @@ async fn exec_prestop_for_older_api_servers() {
         prestops: &[("app-2048", 40), ("log-shipper", 40)],
         grace: Some(70),
         source: Some("deregistration-delay"),
-    warnings: &["raised from 30 to 70"],
+        warnings: &["raised from 30 to 70"],
     };
     check("create-deployment-pod.json", expected, settings).await;
 }
@@ -204,7 +204,7 @@ async fn own_condition_prefix() {
         prestops: &[("app-2048", 40), ("log-shipper", 40)],
         grace: Some(70),
         source: Some("deregistration-delay"),
-    warnings: &["raised from 30 to 70"],
+        warnings: &["raised from 30 to 70"],
     };
     check("create-deployment-pod.json", expected, settings).await;
 }
