@@ -8,7 +8,7 @@ ADMIN   ?= 127.0.0.1:8080
 VENV    ?= .venv
 MOTO_VERSION ?= 5.2.5
 
-.PHONY: run test certs build release bench lint fmt clean review
+.PHONY: run test certs build release bench lint fmt clean review fuzz fuzz-smoke
 
 ## run: serve the webhook on https://$(LISTEN)/mutate (admin on http://$(ADMIN)) with
 ## dev certificates and the example objects; no cluster needed.
@@ -26,6 +26,7 @@ test: $(VENV)/bin/moto_server
 	set -o pipefail; { $(CARGO) test --doc --locked && \
 	  MOTO_SERVER=$(abspath $(VENV))/bin/moto_server $(CARGO) test --locked \
 	    --lib --bins --tests --examples --bench inject; } 2>&1 | tee target/test.log
+	$(MAKE) --no-print-directory fuzz-smoke
 	@awk '/^test result:/ { passed += $$4; failed += $$6 } END { printf "tests: %d passed, %d failed\n", passed, failed }' target/test.log
 
 $(VENV)/bin/moto_server:
@@ -59,6 +60,27 @@ bench: $(BENCH_TOOLS)/bin/oha
 
 $(BENCH_TOOLS)/bin/oha:
 	$(CARGO) install oha --locked --version $(OHA_VERSION) --root $(BENCH_TOOLS)
+
+## fuzz: every fuzz target (fuzz/, cargo-fuzz + libFuzzer) for FUZZ_SECONDS each, seeded from
+## tests/fixtures; findings land in fuzz/artifacts/. Results in BENCHMARKS.md ("Fuzzing").
+## fuzz-smoke: the same for FUZZ_SMOKE_SECONDS each, run by `make test`.
+## cargo-fuzz is installed into $(FUZZ_TOOLS); it passes nightly-only flags to rustc, which
+## RUSTC_BOOTSTRAP=1 lets the stable toolchain take. The fuzz build has its own target dir.
+FUZZ_TOOLS ?= .fuzz-tools
+CARGO_FUZZ_VERSION ?= 0.13.2
+FUZZ_SECONDS ?= 120
+FUZZ_SMOKE_SECONDS ?= 3
+FUZZ_RUN = env -u CARGO_TARGET_DIR RUSTC_BOOTSTRAP=1 \
+  CARGO_FUZZ=$(abspath $(FUZZ_TOOLS))/bin/cargo-fuzz fuzz/run.sh
+
+fuzz: $(FUZZ_TOOLS)/bin/cargo-fuzz
+	$(FUZZ_RUN) $(FUZZ_SECONDS)
+
+fuzz-smoke: $(FUZZ_TOOLS)/bin/cargo-fuzz
+	$(FUZZ_RUN) $(FUZZ_SMOKE_SECONDS)
+
+$(FUZZ_TOOLS)/bin/cargo-fuzz:
+	$(CARGO) install cargo-fuzz --locked --version $(CARGO_FUZZ_VERSION) --root $(FUZZ_TOOLS)
 
 lint:
 	$(CARGO) fmt --check
