@@ -177,6 +177,14 @@ impl Elb {
         }
     }
 
+    /// The client a command a person runs (`plan --aws`, `audit --aws`) uses: the default
+    /// credential chain and options, its own metrics.
+    pub async fn for_command(region: Option<String>, endpoint_url: Option<String>) -> Elb {
+        let options = ElbOptions::default();
+        let sdk = sdk_config(region, endpoint_url, &options).await;
+        Elb::new(&sdk, &options, Default::default())
+    }
+
     fn count<T>(&self, operation: &'static str, result: &Result<T, AwsError>) {
         let outcome = match result {
             Ok(_) => "ok",

@@ -1,4 +1,5 @@
-//! Command line: every flag can also come from a `GRACEGATE_*` environment variable.
+//! Command line: every flag of the subcommands that run in a cluster (and `certs`) can also
+//! come from a `GRACEGATE_*` environment variable; `plan` and `audit` take plain flags.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -24,6 +25,14 @@ pub struct Cli {
     pub command: Command,
 }
 
+/// The command line as `main` parses it: [`Cli`], with `serve --help` not listing
+/// `--objects`, which comes with the webhook's flags but which `serve` (it needs a cluster)
+/// refuses.
+pub fn command() -> clap::Command {
+    use clap::CommandFactory;
+    Cli::command().mut_subcommand("serve", |serve| serve.mut_arg("objects", |a| a.hide(true)))
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum LogFormat {
     Plain,
@@ -40,17 +49,145 @@ pub enum Command {
     Serve(ServeArgs),
     /// Make a CA and a serving certificate for the webhook.
     Certs(CertsArgs),
+    /// Report the workloads behind TargetGroupBindings that will drop requests on their next
+    /// rollout, with the fix (read-only; exit code 3 when a finding reaches --fail-on).
+    Audit(crate::audit::shell::AuditArgs),
+    /// Print the preStop sleep and grace period gracegate would inject, the time a new target
+    /// needs to turn healthy and the rollout's duration, with the reasoning.
+    Plan(PlanArgs),
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum PlanOutput {
+    Text,
+    Json,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum LoadBalancerArg {
+    Application,
+    Network,
+}
+
+/// `gracegate plan`: from flags (no cluster needed), or `--from-cluster`.
+#[derive(Debug, Args)]
+pub struct PlanArgs {
+    /// The target group's deregistration_delay.timeout_seconds (D).
+    #[arg(long, value_name = "SECONDS")]
+    pub deregistration_delay: Option<u32>,
+
+    /// Health-check interval; the load balancer's default when unset (ALB 15, NLB 30).
+    #[arg(long, value_name = "SECONDS")]
+    pub health_check_interval: Option<u32>,
+
+    /// Consecutive passing checks before a target is healthy (ALB 5, NLB 3 by default).
+    #[arg(long)]
+    pub healthy_threshold: Option<u32>,
+
+    #[arg(long, value_enum, default_value_t = LoadBalancerArg::Application)]
+    pub load_balancer: LoadBalancerArg,
+
+    /// The target group's measured p99 drain (pod deleted → target gone).
+    #[arg(long, value_name = "SECONDS")]
+    pub measured_drain_p99: Option<f64>,
+
+    /// How many drains that p99 is over (it counts from 5).
+    #[arg(long, default_value_t = 50)]
+    pub measured_drains: usize,
+
+    /// slow_start.duration_seconds, if any.
+    #[arg(long, value_name = "SECONDS")]
+    pub slow_start: Option<u32>,
+
+    #[arg(long, default_value_t = 3)]
+    pub replicas: u32,
+
+    /// A count or a percentage, as in a Deployment.
+    #[arg(long, default_value = "25%")]
+    pub max_surge: String,
+
+    /// A count or a percentage, as in a Deployment.
+    #[arg(long, default_value = "25%")]
+    pub max_unavailable: String,
+
+    /// Seconds from a new pod's creation to serving (image pull, start-up).
+    #[arg(long, default_value_t = 10)]
+    pub pod_start_seconds: u32,
+
+    /// Read the Deployment, its bindings and gracegate's records from the cluster (kubeconfig
+    /// or in-cluster) instead of the flags above.
+    #[arg(long, requires_all = ["namespace", "deployment"])]
+    pub from_cluster: bool,
+
+    #[arg(long, short = 'n')]
+    pub namespace: Option<String>,
+
+    #[arg(long)]
+    pub deployment: Option<String>,
+
+    /// Where gracegate runs (its gracegate-target-groups ConfigMap).
+    #[arg(long, env = "GRACEGATE_NAMESPACE", default_value = "gracegate-system")]
+    pub gracegate_namespace: String,
+
+    /// Path to the kubeconfig file (default: KUBECONFIG, ~/.kube/config, or in-cluster).
+    #[arg(long, env = "KUBECONFIG")]
+    pub kubeconfig: Option<PathBuf>,
+
+    /// The kubeconfig context to use (default: the current one).
+    #[arg(long)]
+    pub context: Option<String>,
+
+    /// With --from-cluster: also read the target groups from ELBv2 (DescribeTargetGroups and
+    /// DescribeTargetGroupAttributes, with the default AWS credentials).
+    #[arg(long, requires = "from_cluster")]
+    pub aws: bool,
+
+    #[arg(long, env = "GRACEGATE_AWS_REGION")]
+    pub aws_region: Option<String>,
+
+    #[arg(long, env = "GRACEGATE_AWS_ENDPOINT_URL")]
+    pub aws_endpoint_url: Option<String>,
+
+    #[arg(long, short = 'o', value_enum, default_value_t = PlanOutput::Text)]
+    pub output: PlanOutput,
+
+    /// preStop sleep when nothing else says (as the webhook's flag).
+    #[arg(long, default_value_t = 40)]
+    pub prestop_seconds: u32,
+
+    /// Cap on the preStop sleep (as the webhook's flag).
+    #[arg(long, default_value_t = 120)]
+    pub max_prestop_seconds: u32,
+
+    /// Added to the sleep for terminationGracePeriodSeconds (as the webhook's flag).
+    #[arg(long, default_value_t = 30)]
+    pub shutdown_budget_seconds: u32,
+
+    /// Added to the measured p99 drain (as the webhook's flag).
+    #[arg(long, default_value_t = 5)]
+    pub drain_margin_seconds: u32,
+}
+
+impl PlanArgs {
+    pub fn timing(&self) -> TimingSettings {
+        TimingSettings {
+            prestop_seconds: self.prestop_seconds,
+            max_prestop_seconds: self.max_prestop_seconds,
+            shutdown_budget_seconds: self.shutdown_budget_seconds,
+            drain_margin_seconds: self.drain_margin_seconds,
+        }
+    }
 }
 
 #[derive(Debug, Args)]
 pub struct WatcherArgs {
     /// Plain-HTTP address for /livez, /readyz and /metrics.
-    #[arg(long, env = "GRACEGATE_ADMIN_LISTEN", default_value = "0.0.0.0:8080")]
+    #[arg(long, env = "GRACEGATE_ADMIN_LISTEN", default_value = "[::]:8080")]
     pub admin_listen: SocketAddr,
 
-    /// gracegate's own namespace (the downward API's POD_NAMESPACE), where the leader keeps
-    /// the `gracegate-target-groups` ConfigMap; the client's default namespace if unset.
-    #[arg(long, env = "POD_NAMESPACE")]
+    /// gracegate's own namespace, where the leader keeps the `gracegate-target-groups`
+    /// ConfigMap; else the downward API's POD_NAMESPACE, else the client's default namespace.
+    #[arg(long, env = "GRACEGATE_NAMESPACE")]
     pub namespace: Option<String>,
 
     /// Readiness gate condition type prefix, as given to the webhook.
@@ -115,13 +252,15 @@ pub struct LeaseArgs {
     #[arg(long, env = "GRACEGATE_LEASE_NAME", default_value = "gracegate")]
     pub lease_name: String,
 
-    /// Namespace of the Lease: the Deployment's own via the downward API; else the client's
-    /// default (the service account's namespace in a cluster, the kubeconfig context's outside).
-    #[arg(long, env = "POD_NAMESPACE")]
+    /// Namespace of the Lease. Unset: `POD_NAMESPACE` (the Deployment's own, via the downward
+    /// API), else the client's default (the service account's namespace in a cluster, the
+    /// kubeconfig context's outside).
+    #[arg(long, env = "GRACEGATE_LEASE_NAMESPACE")]
     pub lease_namespace: Option<String>,
 
-    /// This replica's identity in the Lease (its pod name, via the downward API).
-    #[arg(long, env = "POD_NAME")]
+    /// This replica's identity in the Lease. Unset: `POD_NAME` (via the downward API), else
+    /// `HOSTNAME`.
+    #[arg(long, env = "GRACEGATE_IDENTITY")]
     pub identity: Option<String>,
 }
 
@@ -147,12 +286,13 @@ pub fn parse_duration(s: &str) -> std::result::Result<std::time::Duration, Strin
 
 #[derive(Debug, Args)]
 pub struct WebhookArgs {
-    /// HTTPS address for `POST /mutate`.
-    #[arg(long, env = "GRACEGATE_LISTEN", default_value = "0.0.0.0:8443")]
+    /// HTTPS address for `POST /mutate`. `[::]` is dual-stack (IPv4 too); IPv4 only on hosts
+    /// without IPv6.
+    #[arg(long, env = "GRACEGATE_LISTEN", default_value = "[::]:8443")]
     pub listen: SocketAddr,
 
     /// Plain-HTTP address for /livez, /readyz and /metrics.
-    #[arg(long, env = "GRACEGATE_ADMIN_LISTEN", default_value = "0.0.0.0:8080")]
+    #[arg(long, env = "GRACEGATE_ADMIN_LISTEN", default_value = "[::]:8080")]
     pub admin_listen: SocketAddr,
 
     /// PEM certificate chain; re-read when the file changes.
@@ -168,9 +308,9 @@ pub struct WebhookArgs {
     #[arg(long, env = "GRACEGATE_OBJECTS")]
     pub objects: Option<PathBuf>,
 
-    /// gracegate's own namespace (the downward API's POD_NAMESPACE), where the leader keeps
-    /// the `gracegate-target-groups` ConfigMap; the client's default namespace if unset.
-    #[arg(long, env = "POD_NAMESPACE")]
+    /// gracegate's own namespace, where the leader keeps the `gracegate-target-groups`
+    /// ConfigMap; else the downward API's POD_NAMESPACE, else the client's default namespace.
+    #[arg(long, env = "GRACEGATE_NAMESPACE")]
     pub namespace: Option<String>,
 
     /// How often the certificate files are checked for a change.
@@ -316,6 +456,29 @@ pub struct CertsArgs {
     /// Validity of the serving certificate.
     #[arg(long, env = "GRACEGATE_CERT_VALID_DAYS", default_value_t = 365)]
     pub valid_days: i64,
+
+    /// Start a CA rotation: a new CA, and a ca-bundle trusting the old and the new one; the
+    /// serving certificate is left as it is. Without it, the CA in --out is kept.
+    #[arg(
+        long,
+        env = "GRACEGATE_CERTS_NEW_CA",
+        conflicts_with = "drop_previous_ca"
+    )]
+    pub new_ca: bool,
+
+    /// Finish a CA rotation: the ca-bundle trusts the current CA only.
+    #[arg(long, env = "GRACEGATE_CERTS_DROP_PREVIOUS_CA")]
+    pub drop_previous_ca: bool,
+}
+
+impl CertsArgs {
+    pub fn step(&self) -> crate::certs::CaStep {
+        match (self.new_ca, self.drop_previous_ca) {
+            (true, _) => crate::certs::CaStep::NewCa,
+            (false, true) => crate::certs::CaStep::DropPreviousCa,
+            (false, false) => crate::certs::CaStep::Reuse,
+        }
+    }
 }
 
 #[cfg(test)]
@@ -432,6 +595,63 @@ mod tests {
         assert_eq!(args.watch.tick, std::time::Duration::from_secs(1));
         assert_eq!(args.webhook.inject.condition_prefix, "example.com");
         assert_eq!(args.lease.lease_name, "gracegate");
+    }
+
+    #[test]
+    fn serve_help_does_not_offer_objects() {
+        let mut cli = command();
+        let serve = cli.find_subcommand_mut("serve").unwrap().render_long_help();
+        assert!(!serve.to_string().contains("--objects <"), "{serve}");
+        let webhook = cli
+            .find_subcommand_mut("webhook")
+            .unwrap()
+            .render_long_help();
+        assert!(webhook.to_string().contains("--objects <"));
+    }
+
+    /// The module's promise: every flag of every subcommand that runs in a cluster (or makes
+    /// its certificates) reads a `GRACEGATE_*` variable. `plan` and `audit` are commands a
+    /// person types, kubectl-style: their flags are flags.
+    #[test]
+    fn every_flag_reads_a_gracegate_variable() {
+        use clap::CommandFactory;
+        let cli = Cli::command();
+        let mut checked = 0;
+        let deployed = cli
+            .get_subcommands()
+            .filter(|c| !["plan", "audit"].contains(&c.get_name()));
+        for command in std::iter::once(&cli).chain(deployed) {
+            for arg in command.get_arguments() {
+                let id = arg.get_id().as_str();
+                if ["help", "version"].contains(&id) {
+                    continue;
+                }
+                let env = arg.get_env().map(|e| e.to_string_lossy().into_owned());
+                assert!(
+                    env.as_deref().is_some_and(|e| e.starts_with("GRACEGATE_")),
+                    "{} --{id} reads {env:?}",
+                    command.get_name()
+                );
+                checked += 1;
+            }
+        }
+        assert!(checked > 30, "{checked}");
+    }
+
+    #[test]
+    fn default_addresses_are_dual_stack() {
+        let cli = Cli::try_parse_from(["gracegate", "serve", "--tls-cert", "c", "--tls-key", "k"])
+            .unwrap();
+        let Command::Serve(args) = cli.command else {
+            panic!("serve")
+        };
+        assert_eq!(args.webhook.listen.to_string(), "[::]:8443");
+        assert_eq!(args.webhook.admin_listen.to_string(), "[::]:8080");
+        let cli = Cli::try_parse_from(["gracegate", "watcher"]).unwrap();
+        let Command::Watcher(args) = cli.command else {
+            panic!("watcher")
+        };
+        assert_eq!(args.admin_listen.to_string(), "[::]:8080");
     }
 
     #[rstest]

@@ -231,6 +231,45 @@ pub fn records_of(cm: &ConfigMap) -> Records {
     records
 }
 
+/// gracegate's own namespace: `--namespace`, else the downward API's `POD_NAMESPACE`, else
+/// the client's (the service account's in a cluster, the kubeconfig context's outside).
+pub fn own_namespace(flag: Option<&str>, client: &Client) -> String {
+    flag.map(String::from)
+        .or_else(|| {
+            std::env::var("POD_NAMESPACE")
+                .ok()
+                .filter(|v| !v.is_empty())
+        })
+        .unwrap_or_else(|| client.default_namespace().to_string())
+}
+
+/// A client as kubectl would make one, for the commands a person runs (`plan`, `audit`):
+/// `kubeconfig` (else `KUBECONFIG`, `~/.kube/config`, or the in-cluster service account) and
+/// its `context` (else the current one).
+pub async fn kubectl_client(
+    kubeconfig: Option<&Path>,
+    context: Option<&str>,
+) -> anyhow::Result<Client> {
+    use anyhow::Context as _;
+    use kube::config::{Config, KubeConfigOptions, Kubeconfig};
+    let options = KubeConfigOptions {
+        context: context.map(String::from),
+        ..Default::default()
+    };
+    let config = match kubeconfig {
+        Some(path) => {
+            let kubeconfig = Kubeconfig::read_from(path)
+                .with_context(|| format!("reading kubeconfig {}", path.display()))?;
+            Config::from_custom_kubeconfig(kubeconfig, &options).await?
+        }
+        None if context.is_some() => Config::from_kubeconfig(&options).await?,
+        None => Config::infer()
+            .await
+            .context("no kubeconfig (KUBECONFIG, ~/.kube/config) and not in a cluster")?,
+    };
+    Ok(Client::try_from(config)?)
+}
+
 /// Drop what no decision reads before it is cached: managed fields and the last-applied copy
 /// of the whole object are usually most of its size.
 fn strip<K: Resource>(object: &mut K) {

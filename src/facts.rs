@@ -23,9 +23,9 @@ pub const CONFIGMAP_NAME: &str = "gracegate-target-groups";
 pub const MAX_DRAINS: usize = 50;
 /// Drains needed before the measured p99 sizes `S`: fewer say little about the tail.
 pub const MIN_DRAINS: usize = 5;
-/// Target groups kept in the ConfigMap: at ~5 KB each this stays far below the API server's
-/// 1 MiB object limit. The least recently updated go first.
-pub const MAX_RECORDS: usize = 150;
+/// Target groups kept in the ConfigMap: at ~5 KB each (50 drains) this stays under half the
+/// API server's 1 MiB object limit. The least recently updated go first.
+pub const MAX_RECORDS: usize = 100;
 
 /// The kind of load balancer a target group belongs to, from its protocol.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -507,6 +507,7 @@ mod tests {
         }
         let data = records.to_data();
         assert_eq!(data.len(), MAX_RECORDS);
-        assert!(!data.contains_key("tg-0000") && data.contains_key("tg-0152"));
+        let newest = format!("tg-{:04}", MAX_RECORDS + 2);
+        assert!(!data.contains_key("tg-0000") && data.contains_key(&newest));
     }
 }

@@ -377,6 +377,7 @@ pub fn plan(pod: &PodView, objects: &NamespaceObjects, settings: &Settings) -> P
         .map(|g| g.condition_type.as_str())
         .collect();
     let mut gates = Vec::new();
+    let mut carried = Vec::new();
     for s in &served {
         let name = s.binding.metadata.name.as_deref().unwrap_or_default();
         match gate_applies(s) {
@@ -386,7 +387,9 @@ pub fn plan(pod: &PodView, objects: &NamespaceObjects, settings: &Settings) -> P
             )),
             Ok(true) => {
                 let gate = settings.gate(name);
-                if !existing.contains(gate.as_str()) {
+                if existing.contains(gate.as_str()) {
+                    carried.push(gate);
+                } else {
                     gates.push(gate);
                 }
             }
@@ -438,10 +441,39 @@ pub fn plan(pod: &PodView, objects: &NamespaceObjects, settings: &Settings) -> P
         }
     }
 
-    // 4. Grace period: never lowered.
+    // 4. Grace period: never lowered. When `gracegate.io/containers` names no container of
+    // the pod, no preStop was added, so nothing needs the time: the period is left alone.
     let own = spec.termination_grace_period_seconds;
     let needed = timing.grace_period(own);
-    let grace = (own != Some(needed)).then_some((own, needed));
+    let names_none = chosen.as_ref().is_some_and(|c| {
+        !spec
+            .containers
+            .iter()
+            .any(|container| c.contains(container.name.as_str()))
+    });
+    if names_none {
+        warnings.push(format!(
+            "gracegate: annotation {ANNOTATION_CONTAINERS} names none of the pod's containers, \
+             so no preStop was added and terminationGracePeriodSeconds is left unchanged"
+        ));
+    }
+    let grace = (own != Some(needed) && !names_none).then_some((own, needed));
+
+    // 5. A gate of ours that the pod already carries while the rest of what gracegate adds is
+    // still missing was put there by another webhook, not by an earlier pass of this one
+    // (which adds gates, preStop and grace period together): the AWS Load Balancer
+    // Controller's pod mutator injects the same condition type with its
+    // --enable-pod-readiness-gate-inject on (the default), and then two controllers write the
+    // condition. See README, "Running beside the AWS Load Balancer Controller".
+    if !carried.is_empty() && (!prestops.is_empty() || grace.is_some()) {
+        warnings.push(format!(
+            "gracegate: the pod already carries the readiness gate {}, added by another webhook \
+             (the AWS Load Balancer Controller's, unless its --enable-pod-readiness-gate-inject=false); \
+             both would write its condition: turn that injection off or give gracegate its own \
+             --condition-prefix",
+            carried.join(", ")
+        ));
+    }
     if let Some((Some(own), new)) = grace {
         warnings.push(format!(
             "gracegate: terminationGracePeriodSeconds raised from {own} to {new} \
@@ -511,15 +543,14 @@ pub fn evidence(served: &[Served<'_>], objects: &NamespaceObjects) -> Evidence {
         }
         let Some(record) = record else { continue };
         match record.measured_p99() {
-            Some(p99) => {
-                if out.measured.as_ref().is_none_or(|m| p99 > m.p99_seconds) {
-                    out.measured = Some(MeasuredDrain {
-                        p99_seconds: p99,
-                        count: record.drain.as_ref().map_or(0, |d| d.count),
-                        target_group: name(),
-                    });
-                }
+            Some(p99) if out.measured.as_ref().is_none_or(|m| p99 > m.p99_seconds) => {
+                out.measured = Some(MeasuredDrain {
+                    p99_seconds: p99,
+                    count: record.drain.as_ref().map_or(0, |d| d.count),
+                    target_group: name(),
+                });
             }
+            Some(_) => {}
             None if record.load_balancer() == Some(LoadBalancerKind::Network) => {
                 out.unmeasured_nlbs.push(name())
             }
@@ -776,7 +807,8 @@ mod tests {
     #[case::chosen(&[(ANNOTATION_CONTAINERS, "shipper")], &[(1, true)], 0)]
     #[case::chosen_with_spaces(&[(ANNOTATION_CONTAINERS, " app , shipper ")], &[(0, false), (1, true)], 0)]
     #[case::init_container_named(&[(ANNOTATION_CONTAINERS, "app,envoy")], &[(0, false)], 1)]
-    #[case::unknown_name(&[(ANNOTATION_CONTAINERS, "nope")], &[], 1)]
+    // Names no container: nothing added, so the grace period is not raised either (2nd warning).
+    #[case::unknown_name(&[(ANNOTATION_CONTAINERS, "nope")], &[], 2)]
     #[case::zero_seconds(&[("gracegate.io/prestop-seconds", "0")], &[], 0)]
     fn container_choice(
         #[case] annotations: &[(&str, &str)],
@@ -801,6 +833,31 @@ mod tests {
             .collect();
         assert_eq!(non_grace.len(), warnings, "{:?}", plan.warnings);
         assert_eq!(plan.prestop_action.is_some(), !expected.is_empty());
+    }
+
+    #[test]
+    fn containers_annotation_naming_no_container_changes_no_grace_period() {
+        let plan = plan(
+            &pod(APP, &[(ANNOTATION_CONTAINERS, "nope, envoy")]),
+            &objects(|_| {}),
+            &Settings::default(),
+        );
+        assert!(plan.prestops.is_empty());
+        assert_eq!(plan.grace, None, "{:?}", plan.warnings);
+        // The gate still applies: the pod is behind the load balancer.
+        assert_eq!(plan.gates, vec![GATE]);
+        assert!(
+            plan.warnings.iter().any(|w| w.contains("left unchanged")),
+            "{:?}",
+            plan.warnings
+        );
+        // A name that exists still raises it, even if that container has its own preStop.
+        let plan = super::plan(
+            &pod(APP, &[(ANNOTATION_CONTAINERS, "app")]),
+            &objects(|_| {}),
+            &Settings::default(),
+        );
+        assert_eq!(plan.grace, Some((Some(30), 70)));
     }
 
     #[rstest]
@@ -916,6 +973,60 @@ mod tests {
         let plan = plan(&p, &objects(|_| {}), &Settings::default());
         assert!(plan.gates.is_empty());
         assert!(plan.has_gates);
+    }
+
+    fn other_webhook_warning(plan: &Plan) -> bool {
+        plan.warnings.iter().any(|w| w.contains("another webhook"))
+    }
+
+    fn with_gate(mut p: PodView, gate: &str) -> PodView {
+        p.spec.as_mut().unwrap().readiness_gates =
+            Some(vec![k8s_openapi::api::core::v1::PodReadinessGate {
+                condition_type: gate.into(),
+            }]);
+        p
+    }
+
+    #[test]
+    fn same_gate_from_another_webhook_is_a_warning() {
+        // The LBC's mutator ran first: gate there, nothing else of gracegate's.
+        let plan = plan(
+            &with_gate(pod(APP, &[]), GATE),
+            &objects(|_| {}),
+            &Settings::default(),
+        );
+        assert!(plan.gates.is_empty());
+        assert!(other_webhook_warning(&plan), "{:?}", plan.warnings);
+        assert!(plan.warnings.iter().any(|w| w.contains(GATE)));
+
+        // gracegate's own output, re-invoked (reinvocationPolicy: IfNeeded): no warning.
+        let ours: PodView = serde_json::from_value(json!({
+            "metadata": { "name": "p", "labels": { "app.kubernetes.io/name": "app-2048" } },
+            "spec": {
+                "terminationGracePeriodSeconds": 70,
+                "readinessGates": [{ "conditionType": GATE }],
+                "containers": [
+                    { "name": "app", "lifecycle": { "preStop": { "sleep": { "seconds": 40 } } } },
+                    { "name": "shipper", "lifecycle": { "preStop": { "sleep": { "seconds": 40 } } } },
+                ],
+            },
+        }))
+        .unwrap();
+        let again = super::plan(&ours, &objects(|_| {}), &Settings::default());
+        assert!(again.is_empty(), "{again:?}");
+        assert!(!other_webhook_warning(&again), "{:?}", again.warnings);
+
+        // Another prefix's gate (gracegate beside the LBC with --condition-prefix): no warning.
+        let settings = Settings {
+            condition_prefix: "target-health.gracegate.io".into(),
+            ..Settings::default()
+        };
+        let plan = super::plan(&with_gate(pod(APP, &[]), GATE), &objects(|_| {}), &settings);
+        assert_eq!(
+            plan.gates,
+            vec!["target-health.gracegate.io/k8s-game2048-service2-6f5e3c2a1b"]
+        );
+        assert!(!other_webhook_warning(&plan), "{:?}", plan.warnings);
     }
 
     #[test]

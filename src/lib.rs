@@ -9,6 +9,7 @@
 //! * [`webhook`]: the HTTPS admission server and its plain-HTTP admin port.
 //! * [`certs`]: a CA and a serving certificate for the webhook.
 
+pub mod audit;
 pub mod aws;
 pub mod binding;
 pub mod certs;
@@ -18,7 +19,10 @@ pub mod drain;
 pub mod facts;
 pub mod health;
 pub mod inject;
+pub mod logging;
 pub mod metrics;
+pub mod plan;
+pub mod plugin;
 pub mod serve;
 pub mod targets;
 pub mod timing;
@@ -58,11 +62,48 @@ pub enum Error {
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
+/// An error and its sources, one line: `certs/tls.crt: No such file or directory (os error 2)`.
+/// For log lines: `Error`'s own messages leave the source out, so that reports which walk
+/// the chain (anyhow's) do not repeat it.
+pub fn report(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut line = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        if !line.ends_with(&cause_text) {
+            line.push_str(": ");
+            line.push_str(&cause_text);
+        }
+        source = cause.source();
+    }
+    line
+}
+
 impl Error {
     pub(crate) fn io(path: impl AsRef<std::path::Path>, source: std::io::Error) -> Self {
         Error::Io {
             path: path.as_ref().display().to_string(),
             source,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_report_carries_the_os_error_behind_a_path() {
+        let error = Error::io(
+            "certs/tls.crt",
+            std::io::Error::from_raw_os_error(2), // ENOENT
+        );
+        assert_eq!(error.to_string(), "certs/tls.crt");
+        let line = report(&error);
+        assert!(line.starts_with("certs/tls.crt: "), "{line}");
+        assert!(line.contains("os error 2"), "{line}");
+        // A message that already ends with its source is not repeated.
+        let settings = Error::Settings("x".into());
+        assert_eq!(report(&settings), "invalid setting: x");
     }
 }

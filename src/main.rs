@@ -1,7 +1,5 @@
 use anyhow::Context as _;
-use clap::Parser;
-use gracegate::cli::{Cli, Command, LogFormat};
-use tracing_subscriber::EnvFilter;
+use gracegate::cli::{Command, LogFormat};
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
@@ -9,7 +7,8 @@ async fn main() -> anyhow::Result<()> {
     rustls::crypto::ring::default_provider()
         .install_default()
         .map_err(|_| anyhow::anyhow!("a rustls crypto provider was already installed"))?;
-    let cli = Cli::parse();
+    // Help says `kubectl gracegate` when run as the plugin `kubectl-gracegate`.
+    let cli = gracegate::plugin::parse();
     init_logging(cli.log_format);
     match cli.command {
         Command::Webhook(args) => gracegate::webhook::server::run(args)
@@ -19,26 +18,33 @@ async fn main() -> anyhow::Result<()> {
             .await
             .context("watcher")?,
         Command::Serve(args) => gracegate::serve::run_serve(args).await.context("serve")?,
-        Command::Certs(args) => {
-            let bundle =
-                gracegate::certs::generate(&args.service, &args.namespace, args.valid_days)?;
-            gracegate::certs::write(&bundle, &args.out)
-                .with_context(|| format!("writing certificates to {}", args.out.display()))?;
-            println!(
-                "wrote ca.crt, ca.key, tls.crt, tls.key and ca-bundle to {} for {}",
-                args.out.display(),
-                gracegate::certs::subject_alt_names(&args.service, &args.namespace).join(", ")
+        Command::Audit(args) => {
+            let code = gracegate::audit::shell::run(args).await.context("audit")?;
+            if code != 0 {
+                std::process::exit(code);
+            }
+        }
+        Command::Plan(args) => {
+            print!(
+                "{}",
+                gracegate::plan::cluster::run(&args).await.context("plan")?
             );
+        }
+        Command::Certs(args) => {
+            let next = gracegate::certs::issue(
+                &args.out,
+                &args.service,
+                &args.namespace,
+                args.valid_days,
+                args.step(),
+            )
+            .with_context(|| format!("certificates in {}", args.out.display()))?;
+            println!("{next}");
         }
     }
     Ok(())
 }
 
 fn init_logging(format: LogFormat) {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter);
-    match format {
-        LogFormat::Plain => builder.init(),
-        LogFormat::Json => builder.json().flatten_event(true).init(),
-    }
+    gracegate::logging::init(format);
 }

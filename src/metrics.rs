@@ -48,6 +48,19 @@ pub struct TargetGroupLabels {
     pub target_group: String,
 }
 
+/// Every ELBv2 operation gracegate calls, and every outcome it counts, in
+/// `gracegate_aws_requests_total`. Their series exist from the start (at 0), so that `rate()`
+/// and `increase()` in the alert rules see the first throttle or error, not only the second.
+pub const AWS_OPERATIONS: [&str; 3] = [
+    "DescribeTargetHealth",
+    "DescribeTargetGroups",
+    "DescribeTargetGroupAttributes",
+];
+pub const AWS_OUTCOMES: [&str; 4] = ["ok", "throttled", "not_found", "error"];
+/// Families whose label values are only known at run time (one series per target group), so
+/// they appear in `/metrics` only after their first observation.
+pub const RUNTIME_LABELLED_FAMILIES: [&str; 1] = ["gracegate_drain_seconds"];
+
 /// 1 s … ~34 min: drains run from seconds (ALB, short delay) to the 300 s default and beyond.
 fn drain_histogram() -> Histogram {
     Histogram::new(exponential_buckets(1.0, 2.0, 12))
@@ -63,6 +76,7 @@ pub struct Metrics {
     pub deregistration: Histogram,
     pub terminated_before_deregistered: Counter,
     pub terminated_while_draining: Counter,
+    pub gate_timeouts: Counter,
     pub drain: Family<TargetGroupLabels, Histogram, fn() -> Histogram>,
     pub deregistration_lag: Histogram,
     pub leader: Gauge,
@@ -121,6 +135,12 @@ impl Default for Metrics {
             "Pods whose preStop sleep ended while their target was still draining (the load balancer may still route new requests to it)",
             terminated_while_draining.clone(),
         );
+        let gate_timeouts = Counter::default();
+        registry.register(
+            "gate_timeouts",
+            "Readiness gates set True by --gate-timeout without a healthy report from the load balancer",
+            gate_timeouts.clone(),
+        );
         let drain: Family<TargetGroupLabels, Histogram, fn() -> Histogram> =
             Family::new_with_constructor(drain_histogram);
         registry.register(
@@ -140,6 +160,22 @@ impl Default for Metrics {
             "1 on the replica that holds the Lease and runs the watcher, else 0",
             leader.clone(),
         );
+        // Known label values start at 0 (see AWS_OPERATIONS).
+        for outcome in [
+            Outcome::Patched,
+            Outcome::Unchanged,
+            Outcome::FailedOpen,
+            Outcome::Rejected,
+        ] {
+            let _ = admission_requests.get_or_create(&OutcomeLabels {
+                outcome: outcome.as_str(),
+            });
+        }
+        for operation in AWS_OPERATIONS {
+            for outcome in AWS_OUTCOMES {
+                let _ = aws_requests.get_or_create(&AwsLabels { operation, outcome });
+            }
+        }
         Metrics {
             registry,
             admission_requests,
@@ -150,6 +186,7 @@ impl Default for Metrics {
             deregistration,
             terminated_before_deregistered,
             terminated_while_draining,
+            gate_timeouts,
             drain,
             deregistration_lag,
             leader,

@@ -9,7 +9,8 @@ use kube::Client;
 use kube_lease_manager::LeaseManagerBuilder;
 use tokio::sync::Notify;
 use tokio::task::JoinHandle;
-use tracing::{info, warn};
+use tokio::time::Instant;
+use tracing::{error, info, warn};
 
 use crate::aws::{self, Elb, ElbOptions};
 use crate::cli::{LeaseArgs, ServeArgs, WatchArgs, WatcherArgs};
@@ -18,8 +19,9 @@ use crate::inject::Settings;
 use crate::metrics::Metrics;
 use crate::targets::GateSettings;
 use crate::watcher::{self, GonePods, Watcher, WatcherSettings};
+use crate::webhook::conn::Timeouts;
 use crate::webhook::server::{self, shutdown_signal};
-use crate::webhook::{Context, Health, admin_router};
+use crate::webhook::{Context, Health};
 use crate::{Error, Result};
 
 /// Lease validity; a new leader takes over at most this long after the old one died.
@@ -38,17 +40,13 @@ pub async fn run_serve(args: ServeArgs) -> Result<()> {
     let (context, options) = server::prepare(&args.webhook, Some(client.clone())).await?;
     let running = server::start(options, context.clone()).await?;
     let prefix = context.settings.condition_prefix.clone();
-    let namespace = args
-        .webhook
-        .namespace
-        .clone()
-        .unwrap_or_else(|| client.default_namespace().to_string());
+    let namespace = crate::cluster::own_namespace(args.webhook.namespace.as_deref(), &client);
     tokio::select! {
         _ = shutdown_signal() => {}
         // The webhook's readiness never waits for the watcher's pod cache.
         result = lead(client, context, prefix, namespace, args.watch, args.lease, false) => {
             if let Err(error) = result {
-                warn!(%error, "leader election ended; shutting down");
+                warn!(error = %crate::report(&error), "leader election ended; shutting down");
             }
         }
     }
@@ -61,10 +59,7 @@ pub async fn run_serve(args: ServeArgs) -> Result<()> {
 /// `gracegate watcher`.
 pub async fn run_watcher(args: WatcherArgs) -> Result<()> {
     let client = Client::try_default().await?;
-    let namespace = args
-        .namespace
-        .clone()
-        .unwrap_or_else(|| client.default_namespace().to_string());
+    let namespace = crate::cluster::own_namespace(args.namespace.as_deref(), &client);
     let (cluster, drive) = Cluster::watch(client.clone(), &namespace);
     tokio::spawn(drive);
     let health = Health::default();
@@ -78,21 +73,19 @@ pub async fn run_watcher(args: WatcherArgs) -> Result<()> {
         metrics: Arc::new(Metrics::default()),
         health: Arc::new(health),
     };
-    let listener = tokio::net::TcpListener::bind(args.admin_listen)
-        .await
-        .map_err(|e| Error::io(args.admin_listen.to_string(), e))?;
-    info!(admin_addr = %args.admin_listen, "watcher admin serving");
-    let admin = axum::serve(listener, admin_router(context.clone())).into_future();
+    let (admin_addr, _admin_handle, admin) =
+        server::serve_admin(args.admin_listen, &context, Timeouts::default())?;
+    info!(%admin_addr, "watcher admin serving");
     tokio::select! {
         _ = shutdown_signal() => {}
         result = admin => {
-            if let Err(error) = result {
-                warn!(%error, "admin listener failed");
+            if let Ok(Err(error)) = result {
+                warn!(error = %crate::report(&error), "admin listener failed");
             }
         }
         result = lead(client, context, args.condition_prefix, namespace, args.watch, args.lease, true) => {
             if let Err(error) = result {
-                warn!(%error, "leader election ended; shutting down");
+                warn!(error = %crate::report(&error), "leader election ended; shutting down");
             }
         }
     }
@@ -131,13 +124,12 @@ async fn lead(
         facts_refresh: Some(watch.facts_refresh),
         records_namespace: Some(records_namespace),
     };
-    let identity = lease
-        .identity
-        .or_else(|| std::env::var("HOSTNAME").ok())
-        .unwrap_or_else(|| "gracegate".into());
+    let env = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
+    let identity = lease_identity(lease.identity.clone(), env);
     let namespace = lease
         .lease_namespace
         .clone()
+        .or_else(|| env("POD_NAMESPACE"))
         .unwrap_or_else(|| client.default_namespace().to_string());
     let manager = LeaseManagerBuilder::new(client.clone(), &lease.lease_name)
         .with_namespace(&namespace)
@@ -147,36 +139,100 @@ async fn lead(
         .build()
         .await
         .map_err(|e| Error::Lease(e.to_string()))?;
-    let (mut leader, _lease_task) = manager.watch().await;
-    let mut running: Option<JoinHandle<()>> = None;
+    let (leader, _lease_task) = manager.watch().await;
+    info!(%identity, lease = %lease.lease_name, %namespace, "taking part in the leader election");
+    let metrics = context.metrics.clone();
+    let spawn = || {
+        // `gracegate_leader`: this replica holds the Lease and runs the watcher.
+        metrics.leader.set(1);
+        tokio::spawn(watch_targets(
+            ready_after_pod_sync,
+            client.clone(),
+            context.clone(),
+            elb.clone(),
+            settings.clone(),
+        ))
+    };
+    let health = context.health.clone();
+    let leader_gauge = context.metrics.clone();
+    let stopped = move || {
+        leader_gauge.leader.set(0);
+        health.pods_syncing.store(false, Ordering::Release);
+    };
+    supervise(leader, spawn, stopped, RESTART_BACKOFF).await
+}
+
+/// `--identity` (`GRACEGATE_IDENTITY`), else the downward API's `POD_NAME`, else `HOSTNAME`.
+fn lease_identity(flag: Option<String>, env: impl Fn(&str) -> Option<String>) -> String {
+    flag.or_else(|| env("POD_NAME"))
+        .or_else(|| env("HOSTNAME"))
+        .unwrap_or_else(|| "gracegate".into())
+}
+
+/// First wait before restarting a watcher task that ended while holding the Lease; doubles
+/// up to [`MAX_RESTART_BACKOFF`], and starts over once a task has run that long.
+const RESTART_BACKOFF: Duration = Duration::from_secs(1);
+const MAX_RESTART_BACKOFF: Duration = Duration::from_secs(60);
+
+/// Run the task `spawn` makes while `leader` says this replica holds the Lease, abort it (and
+/// call `stopped`) when the Lease is lost. A task that ends while the Lease is still held (a
+/// panic, or a watch that gave up) is restarted after a backoff: otherwise the replica would
+/// keep the Lease, so no other replica could take over, while no gate is ever set.
+/// Returns when the lease manager stops.
+async fn supervise(
+    mut leader: tokio::sync::watch::Receiver<bool>,
+    mut spawn: impl FnMut() -> JoinHandle<()>,
+    stopped: impl Fn(),
+    backoff: Duration,
+) -> Result<()> {
+    let mut running: Option<(JoinHandle<()>, Instant)> = None;
+    let mut delay = backoff;
     loop {
         let leading = *leader.borrow_and_update();
         match (leading, running.take()) {
             (true, None) => {
-                info!(%identity, lease = %lease.lease_name, %namespace, "holding the lease: watching target health");
-                let task = watch_targets(
-                    ready_after_pod_sync,
-                    client.clone(),
-                    context.clone(),
-                    elb.clone(),
-                    settings.clone(),
-                );
-                running = Some(tokio::spawn(task));
-                context.metrics.leader.set(1);
+                info!("holding the lease: watching target health");
+                running = Some((spawn(), Instant::now()));
             }
-            (false, Some(task)) => {
-                warn!(%identity, "lost the lease: no longer writing conditions");
+            (false, Some((task, _))) => {
+                warn!("lost the lease: no longer writing conditions");
                 task.abort();
-                context.metrics.leader.set(0);
-                context.health.pods_syncing.store(false, Ordering::Release);
+                stopped();
             }
             (_, task) => running = task,
         }
-        if leader.changed().await.is_err() {
-            if let Some(task) = running {
-                task.abort();
+        let ended = async {
+            match running.as_mut() {
+                Some((task, _)) => task.await,
+                None => std::future::pending().await,
             }
-            return Err(Error::Lease("the lease manager stopped".into()));
+        };
+        tokio::select! {
+            changed = leader.changed() => {
+                if changed.is_err() {
+                    if let Some((task, _)) = running {
+                        task.abort();
+                    }
+                    return Err(Error::Lease("the lease manager stopped".into()));
+                }
+            }
+            result = ended => {
+                let ran = running.take().map(|(_, started)| started.elapsed()).unwrap_or_default();
+                if ran >= MAX_RESTART_BACKOFF {
+                    delay = backoff;
+                }
+                let how = match result {
+                    Ok(()) => "returned".to_string(),
+                    Err(error) => crate::report(&error),
+                };
+                error!(
+                    ended = %how, ran_seconds = ran.as_secs(), restart_in_seconds = delay.as_secs_f64(),
+                    "the watcher task ended while this replica holds the lease; restarting it"
+                );
+                stopped();
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(MAX_RESTART_BACKOFF);
+            }
         }
     }
 }
@@ -226,5 +282,111 @@ async fn watch_targets(
     tokio::select! {
         _ = drive => {}
         _ = work => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::AtomicUsize;
+
+    fn starts() -> Arc<AtomicUsize> {
+        Arc::new(AtomicUsize::new(0))
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_watcher_task_that_ends_while_leading_is_restarted_and_stopped_on_loss() {
+        let (tx, rx) = tokio::sync::watch::channel(false);
+        let started = starts();
+        let stops = starts();
+        let (s, st) = (started.clone(), stops.clone());
+        let supervisor = tokio::spawn(supervise(
+            rx,
+            move || {
+                s.fetch_add(1, Ordering::SeqCst);
+                // Dies soon after starting: a panic in the loop or a watch that gave up.
+                tokio::spawn(async { tokio::time::sleep(Duration::from_millis(10)).await })
+            },
+            move || {
+                st.fetch_add(1, Ordering::SeqCst);
+            },
+            Duration::from_secs(1),
+        ));
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        assert_eq!(
+            started.load(Ordering::SeqCst),
+            0,
+            "not leading: nothing runs"
+        );
+
+        tx.send(true).unwrap();
+        // Starts at 0 s and ends 10 ms later each time; restarts after 1, 2, 4 s of backoff:
+        // at 1.01, 3.02 and 7.03 s.
+        tokio::time::sleep(Duration::from_millis(7_100)).await;
+        assert_eq!(started.load(Ordering::SeqCst), 4);
+
+        tx.send(false).unwrap();
+        tokio::time::sleep(Duration::from_secs(120)).await;
+        let after_loss = started.load(Ordering::SeqCst);
+        assert!(after_loss <= 5, "{after_loss}");
+        tokio::time::sleep(Duration::from_secs(120)).await;
+        assert_eq!(
+            started.load(Ordering::SeqCst),
+            after_loss,
+            "no restarts without the lease"
+        );
+        assert!(stops.load(Ordering::SeqCst) >= 3);
+
+        drop(tx);
+        let result = tokio::time::timeout(Duration::from_secs(1), supervisor).await;
+        assert!(matches!(result, Ok(Ok(Err(Error::Lease(_))))), "{result:?}");
+    }
+
+    #[test]
+    fn identity_flag_then_pod_name_then_hostname() {
+        let env = |vars: &'static [(&'static str, &'static str)]| {
+            move |name: &str| {
+                vars.iter()
+                    .find(|(k, _)| *k == name)
+                    .map(|(_, v)| v.to_string())
+            }
+        };
+        let both: &[(&str, &str)] = &[("POD_NAME", "pod-a"), ("HOSTNAME", "host-a")];
+        assert_eq!(lease_identity(Some("flag".into()), env(both)), "flag");
+        assert_eq!(lease_identity(None, env(both)), "pod-a");
+        assert_eq!(
+            lease_identity(None, env(&[("HOSTNAME", "host-a")])),
+            "host-a"
+        );
+        assert_eq!(lease_identity(None, env(&[])), "gracegate");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_healthy_watcher_task_runs_once_and_is_aborted_when_the_lease_is_lost() {
+        let (tx, rx) = tokio::sync::watch::channel(true);
+        let started = starts();
+        let alive = Arc::new(());
+        let (s, a) = (started.clone(), alive.clone());
+        let supervisor = tokio::spawn(supervise(
+            rx,
+            move || {
+                s.fetch_add(1, Ordering::SeqCst);
+                let guard = a.clone();
+                tokio::spawn(async move {
+                    let _guard = guard;
+                    std::future::pending::<()>().await
+                })
+            },
+            || {},
+            Duration::from_secs(1),
+        ));
+        tokio::time::sleep(Duration::from_secs(600)).await;
+        assert_eq!(started.load(Ordering::SeqCst), 1);
+        // Held here, by the spawn closure and by the running task.
+        assert_eq!(Arc::strong_count(&alive), 3, "the task is running");
+        tx.send(false).unwrap();
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        assert_eq!(Arc::strong_count(&alive), 2, "the task was aborted");
+        supervisor.abort();
     }
 }

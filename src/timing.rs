@@ -308,6 +308,7 @@ fn annotation_seconds(
 }
 
 #[cfg(test)]
+#[allow(clippy::too_many_arguments)] // rstest tables: one argument per column
 mod tests {
     use super::*;
     use rstest::rstest;

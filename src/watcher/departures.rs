@@ -48,6 +48,11 @@ impl DepartureFollower {
         self.departures.is_empty()
     }
 
+    /// Departures followed or remembered as concluded.
+    pub fn remembered(&self) -> usize {
+        self.departures.len() + self.departed.len()
+    }
+
     /// The targets to ask about.
     pub fn targets(&self) -> impl Iterator<Item = (&TargetGroup, &TargetId)> {
         self.departures.values().map(|d| (&d.group, &d.target))
@@ -105,15 +110,7 @@ impl DepartureFollower {
                  requests may fail; raise gracegate.io/prestop-seconds or lower the deregistration delay",
                 d.target
             );
-            ctx.event(
-                &d.namespace,
-                &d.pod,
-                &d.uid,
-                EventType::Warning,
-                "TerminatedBeforeDeregistered",
-                note,
-            )
-            .await;
+            warning(ctx, &d, "TerminatedBeforeDeregistered", note).await;
         }
         for (key, gone) in ended {
             let Some(d) = self.departures.remove(&key) else {
@@ -179,14 +176,19 @@ impl DepartureFollower {
              the measured drains",
             d.target
         );
-        ctx.event(
-            &d.namespace,
-            &d.pod,
-            &d.uid,
-            EventType::Warning,
-            "TerminatedWhileDraining",
-            note,
-        )
-        .await;
+        warning(ctx, d, "TerminatedWhileDraining", note).await;
     }
+}
+
+/// A Warning event on a departing pod.
+async fn warning(ctx: &Context, d: &Departure, reason: &str, note: String) {
+    ctx.event(
+        &d.namespace,
+        &d.pod,
+        &d.uid,
+        EventType::Warning,
+        reason,
+        note,
+    )
+    .await;
 }

@@ -6,9 +6,10 @@ use std::collections::{HashMap, HashSet};
 use futures::{StreamExt, stream};
 use k8s_openapi::api::core::v1::{Pod, PodCondition};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use k8s_openapi::jiff::{SignedDuration, Timestamp};
 use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::events::EventType;
-use tracing::{debug, warn};
+use tracing::{debug, info, warn};
 
 use super::Context;
 use crate::aws::{AwsError, TargetId};
@@ -18,11 +19,20 @@ use crate::targets::{PendingGate, Work};
 /// How many pods are patched at once.
 const CONCURRENCY: usize = 16;
 
+/// The first retry of a failed status patch waits this long; each further failure doubles it.
+const RETRY_FIRST: SignedDuration = SignedDuration::from_secs(1);
+/// The longest wait between two attempts: a gate is never given up, only tried less often.
+const RETRY_MAX: SignedDuration = SignedDuration::from_secs(30);
+
+type Key = (String, String);
+
 #[derive(Default)]
 pub struct GateWriter {
     /// The condition last written per (pod uid, gate): the store lags behind our own patches,
     /// and without this a tick would write the same condition again.
-    written: HashMap<(String, String), PodCondition>,
+    written: HashMap<Key, PodCondition>,
+    /// Gates whose last patch failed: how often in a row, and when to try again.
+    failed: HashMap<Key, (u32, Timestamp)>,
 }
 
 impl GateWriter {
@@ -36,6 +46,11 @@ impl GateWriter {
         let mut updates = Vec::new();
         for (gate, observation) in observed {
             let key = (gate.uid.clone(), gate.gate.clone());
+            // Backing off after failures: an API server that refuses (429, 5xx, a webhook
+            // of its own failing) is not asked again every tick.
+            if self.failed.get(&key).is_some_and(|(_, next)| now.0 < *next) {
+                continue;
+            }
             let current = self.written.get(&key).or(gate.current.as_ref());
             if let Some(condition) =
                 health::update(&gate.gate, current, &observation.desired(), now)
@@ -57,11 +72,24 @@ impl GateWriter {
                 Ok(()) => {
                     written += 1;
                     announce(ctx, &gate, &observation, &condition, now).await;
-                    self.written
-                        .insert((gate.uid.clone(), gate.gate.clone()), condition);
+                    let key = (gate.uid.clone(), gate.gate.clone());
+                    if let Some((failures, _)) = self.failed.remove(&key) {
+                        info!(pod = %gate.pod, namespace = %gate.namespace, gate = %gate.gate, failures, "status patch written after failures");
+                    }
+                    self.written.insert(key, condition);
                 }
                 Err(error) => {
-                    warn!(pod = %gate.pod, namespace = %gate.namespace, gate = %gate.gate, %error, "status patch failed; retrying next tick")
+                    let key = (gate.uid.clone(), gate.gate.clone());
+                    let (failures, next) = self.failed.entry(key).or_insert((0, now.0));
+                    *failures += 1;
+                    let wait = retry_after(*failures);
+                    *next = now.0 + wait;
+                    // One line per gate's first failure; the rest at debug.
+                    if *failures == 1 {
+                        warn!(pod = %gate.pod, namespace = %gate.namespace, gate = %gate.gate, %error, "status patch failed; retrying with backoff")
+                    } else {
+                        debug!(pod = %gate.pod, gate = %gate.gate, failures = *failures, retry_in_seconds = wait.as_secs(), %error, "status patch failed again")
+                    }
                 }
             }
         }
@@ -71,10 +99,12 @@ impl GateWriter {
     /// Drop what is remembered about pods no longer in the cache.
     pub fn forget(&mut self, live: &HashSet<String>) {
         self.written.retain(|(uid, _), _| live.contains(uid));
+        self.failed.retain(|(uid, _), _| live.contains(uid));
     }
 
-    pub fn is_empty(&self) -> bool {
-        self.written.is_empty()
+    /// Gates remembered (written or failing): bounded by the gated pods in the cache.
+    pub fn remembered(&self) -> usize {
+        self.written.len() + self.failed.len()
     }
 }
 
@@ -128,19 +158,31 @@ async fn announce(
                 format!("{}: target healthy{after}", gate.gate),
             )
         }
-        Observation::TimedOut { .. } => (
-            EventType::Warning,
-            "GateTimeout",
-            format!(
-                "{}: {}",
-                gate.gate,
-                condition.message.clone().unwrap_or_default()
-            ),
-        ),
+        Observation::TimedOut { .. } => {
+            ctx.metrics.gate_timeouts.inc();
+            (
+                EventType::Warning,
+                "GateTimeout",
+                format!(
+                    "{}: {}",
+                    gate.gate,
+                    condition.message.clone().unwrap_or_default()
+                ),
+            )
+        }
         _ => return,
     };
     ctx.event(&gate.namespace, &gate.pod, &gate.uid, type_, reason, note)
         .await;
+}
+
+/// 1 s, 2 s, 4 s … 30 s after the 1st, 2nd, 3rd … failure in a row.
+fn retry_after(failures: u32) -> SignedDuration {
+    let doublings = failures.saturating_sub(1).min(16);
+    RETRY_FIRST
+        .checked_mul(1 << doublings)
+        .unwrap_or(RETRY_MAX)
+        .min(RETRY_MAX)
 }
 
 /// What a pending gate's target says in its target group's answer; `None` leaves the gate
@@ -163,5 +205,22 @@ pub fn observe(
             "target group not found: {message}"
         ))),
         Err(_) => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rstest::rstest;
+
+    #[rstest]
+    #[case(1, 1)]
+    #[case(2, 2)]
+    #[case(3, 4)]
+    #[case(5, 16)]
+    #[case(6, 30)]
+    #[case(1000, 30)]
+    fn backoff(#[case] failures: u32, #[case] seconds: i64) {
+        assert_eq!(retry_after(failures).as_secs(), seconds);
     }
 }

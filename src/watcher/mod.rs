@@ -199,6 +199,12 @@ impl Watcher {
         self
     }
 
+    /// Per-pod bookkeeping entries (conditions written, patches failing, departures followed
+    /// or concluded): bounded by the pods in the cache plus the departures still followed.
+    pub fn remembered(&self) -> usize {
+        self.gates.remembered() + self.departures.remembered()
+    }
+
     /// The records as this watcher knows them.
     pub fn records(&self) -> &crate::facts::Records {
         self.records.records()

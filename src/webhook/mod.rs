@@ -3,10 +3,12 @@
 //! * [`review`]: AdmissionReview in → AdmissionReview out (the decision itself is [`crate::inject`]).
 //! * [`tls`]: the serving certificate, reloaded when its files change.
 //! * [`server`]: the HTTPS and admin listeners, readiness and graceful shutdown.
+//! * [`conn`]: what both listeners do with a connection (dual-stack bind, `TCP_NODELAY`, timeouts).
 //!
 //! [`router`] and [`admin_router`] are plain axum routers so tests drive them with
 //! `tower::ServiceExt::oneshot`.
 
+pub mod conn;
 pub mod review;
 pub mod server;
 pub mod tls;
@@ -16,8 +18,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 use axum::Router;
-use axum::body::Bytes;
-use axum::extract::{DefaultBodyLimit, State};
+use axum::body::{Body, Bytes};
+use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -30,6 +32,11 @@ use crate::metrics::{Metrics, Outcome};
 /// Largest AdmissionReview accepted. The API server's own request limit is 3 MiB, so a
 /// larger body cannot be a real review.
 pub const MAX_BODY_BYTES: usize = 3 * 1024 * 1024;
+/// How much of an oversized body is read (and dropped) before the 413 goes out, so that a
+/// client still sending reads the answer: answering mid-body resets an HTTP/2 stream (which
+/// some clients, curl among them, report instead of the 413) and cuts an HTTP/1.1
+/// connection. Past this the answer goes out anyway.
+pub const DRAIN_BODY_BYTES: usize = 16 * 1024 * 1024;
 
 /// What the webhook's handlers share.
 #[derive(Clone)]
@@ -62,21 +69,45 @@ impl Context {
 pub fn router(context: Context) -> Router {
     Router::new()
         .route("/mutate", post(mutate))
-        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(context)
 }
 
 /// `/livez`, `/readyz`, `/metrics`, served in plain HTTP on the admin port.
 pub fn admin_router(context: Context) -> Router {
     Router::new()
-        .route("/livez", get(|| async { "ok" }))
+        .route("/livez", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .with_state(context)
 }
 
-async fn mutate(State(context): State<Context>, body: Bytes) -> Response {
+async fn mutate(State(context): State<Context>, body: Body) -> Response {
     let start = Instant::now();
+    let body = match read_body(body).await {
+        Ok(body) => body,
+        Err(BodyError::TooLarge { received }) => {
+            context
+                .metrics
+                .admission(Outcome::Rejected, start.elapsed().as_secs_f64());
+            warn!(
+                received_bytes = received,
+                limit_bytes = MAX_BODY_BYTES,
+                "admission review over the size limit; answered 413"
+            );
+            let message = format!(
+                "gracegate: the body is over {MAX_BODY_BYTES} bytes, the API server's own limit\n"
+            );
+            return (StatusCode::PAYLOAD_TOO_LARGE, message).into_response();
+        }
+        Err(BodyError::Read(error)) => {
+            context
+                .metrics
+                .admission(Outcome::Rejected, start.elapsed().as_secs_f64());
+            let error = crate::report(&error);
+            warn!(%error, "cannot read the admission review body");
+            return (StatusCode::BAD_REQUEST, format!("gracegate: {error}\n")).into_response();
+        }
+    };
     let result = review::review(&body, &context.settings, |namespace| {
         context.cluster.objects(namespace)
     });
@@ -90,11 +121,12 @@ async fn mutate(State(context): State<Context>, body: Bytes) -> Response {
             macro_rules! log_review {
                 ($level:ident) => {
                     $level!(
-                        uid = %s.uid, namespace = %s.namespace, pod = %s.pod, dry_run = s.dry_run,
-                        outcome = reviewed.outcome.as_str(), skip = s.skip.unwrap_or(""),
-                        gates = s.gates, prestops = s.prestops, grace = s.grace,
-                        prestop_seconds = s.prestop_seconds, prestop_source = s.prestop_source.unwrap_or(""),
-                        warnings = s.warnings,
+                        uid = %s.uid, kind = %s.kind, namespace = %s.namespace, pod = %s.pod,
+                        dry_run = s.dry_run, outcome = reviewed.outcome.as_str(),
+                        skip = s.skip.unwrap_or(""), gates = s.gates, prestops = s.prestops,
+                        grace = s.grace, prestop_seconds = s.prestop_seconds,
+                        prestop_source = s.prestop_source.unwrap_or(""), warnings = s.warnings,
+                        answered_warnings = ?reviewed.review.response.warnings,
                         "review"
                     )
                 };
@@ -113,9 +145,38 @@ async fn mutate(State(context): State<Context>, body: Bytes) -> Response {
     }
 }
 
+enum BodyError {
+    TooLarge { received: usize },
+    Read(axum::Error),
+}
+
+/// The whole body, up to [`MAX_BODY_BYTES`]. A larger one is read on (and dropped) up to
+/// [`DRAIN_BODY_BYTES`] before the error, so the client gets to read the 413.
+async fn read_body(body: Body) -> Result<Bytes, BodyError> {
+    use futures::StreamExt;
+    let mut stream = body.into_data_stream();
+    let mut buf = Vec::new();
+    let mut received = 0usize;
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.map_err(BodyError::Read)?;
+        received += chunk.len();
+        if received > MAX_BODY_BYTES {
+            while received <= DRAIN_BODY_BYTES {
+                match stream.next().await {
+                    Some(Ok(chunk)) => received += chunk.len(),
+                    _ => break,
+                }
+            }
+            return Err(BodyError::TooLarge { received });
+        }
+        buf.extend_from_slice(&chunk);
+    }
+    Ok(Bytes::from(buf))
+}
+
 async fn readyz(State(context): State<Context>) -> Response {
     if context.is_ready() {
-        (StatusCode::OK, "ok").into_response()
+        (StatusCode::OK, "ok\n").into_response()
     } else {
         let health = &context.health;
         let reason = if health.shutting_down.load(Ordering::Acquire) {
@@ -127,7 +188,7 @@ async fn readyz(State(context): State<Context>) -> Response {
         } else {
             "caches not synced"
         };
-        (StatusCode::SERVICE_UNAVAILABLE, reason).into_response()
+        (StatusCode::SERVICE_UNAVAILABLE, format!("{reason}\n")).into_response()
     }
 }
 

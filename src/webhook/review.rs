@@ -29,7 +29,10 @@ pub struct Reviewed {
 #[derive(Debug, Default)]
 pub struct Summary {
     pub uid: String,
+    /// The reviewed object's kind (`Pod`, or what a misconfigured registration sends).
+    pub kind: String,
     pub namespace: String,
+    /// The object's name (a pod's `generateName*` when it has no name yet).
     pub pod: String,
     pub dry_run: bool,
     pub gates: usize,
@@ -38,6 +41,7 @@ pub struct Summary {
     /// Which rule gave `S` (`gracegate.io/prestop-source`).
     pub prestop_source: Option<&'static str>,
     pub prestop_seconds: Option<u32>,
+    /// How many warnings the answer carries (set from the answer itself).
     pub warnings: usize,
     pub skip: Option<&'static str>,
 }
@@ -153,6 +157,7 @@ fn review_pod(
     let pod = request.object.as_ref();
     let mut summary = Summary {
         uid: request.uid.clone(),
+        kind: request.kind.kind.clone(),
         namespace: request.namespace.clone().unwrap_or_default(),
         pod: pod.map(pod_name).unwrap_or_default(),
         dry_run: request.dry_run,
@@ -189,7 +194,6 @@ fn review_pod(
     summary.grace = plan.grace.map(|(_, new)| new);
     summary.prestop_source = plan.prestop_source.as_ref().map(|s| s.as_str());
     summary.prestop_seconds = plan.prestop_source.as_ref().map(|_| plan.prestop_seconds);
-    summary.warnings = plan.warnings.len();
     summary.skip = plan.skip.map(Skip::as_str);
     let outcome = match &plan {
         Plan {
@@ -209,7 +213,9 @@ fn review_pod(
     reviewed(response.warn(plan.warnings), outcome, summary)
 }
 
-fn reviewed(review: ResponseReview, outcome: Outcome, summary: Summary) -> Reviewed {
+fn reviewed(review: ResponseReview, outcome: Outcome, mut summary: Summary) -> Reviewed {
+    // What the log line says is what was answered.
+    summary.warnings = review.response.warnings.len();
     Reviewed {
         review,
         outcome,
@@ -249,7 +255,9 @@ fn fail_open(body: &[u8], pod_error: &serde_json::Error) -> Result<Reviewed, Bad
         let pod_kind = is_pod(&request.kind);
         let summary = Summary {
             uid: request.uid.clone(),
+            kind: request.kind.kind.clone(),
             namespace: request.namespace.clone().unwrap_or_default(),
+            pod: request.name.clone(),
             skip: Some(if pod_kind {
                 "unreadable-pod"
             } else {
@@ -266,6 +274,12 @@ fn fail_open(body: &[u8], pod_error: &serde_json::Error) -> Result<Reviewed, Bad
             ResponseReview::allow(&request.types.api_version, &request.uid).warn([warning]);
         return Ok(reviewed(response, Outcome::FailedOpen, summary));
     }
+    if !value.is_object() {
+        return Err(BadReview(format!(
+            "not an AdmissionReview: the body is a JSON {}, not an object",
+            json_type(&value)
+        )));
+    }
     // Not even kube's loosest reading: answer with the bare minimum if a uid is there.
     let request = value
         .get("request")
@@ -280,13 +294,85 @@ fn fail_open(body: &[u8], pod_error: &serde_json::Error) -> Result<Reviewed, Bad
         .and_then(Value::as_str)
         .unwrap_or(V1);
     let warning = format!("gracegate: could not read the review ({pod_error}); admitted unchanged");
-    Ok(Reviewed {
-        review: ResponseReview::allow(api_version, uid).warn([warning]),
-        outcome: Outcome::FailedOpen,
-        summary: Summary {
+    Ok(reviewed(
+        ResponseReview::allow(api_version, uid).warn([warning]),
+        Outcome::FailedOpen,
+        Summary {
             uid: uid.to_string(),
+            kind: request
+                .pointer("/kind/kind")
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_string(),
             skip: Some("unreadable-review"),
             ..Summary::default()
         },
-    })
+    ))
+}
+
+fn json_type(value: &Value) -> &'static str {
+    match value {
+        Value::Null => "null",
+        Value::Bool(_) => "boolean",
+        Value::Number(_) => "number",
+        Value::String(_) => "string",
+        Value::Array(_) => "array",
+        Value::Object(_) => "object",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn answer(body: serde_json::Value) -> Reviewed {
+        review(
+            &serde_json::to_vec(&body).unwrap(),
+            &Settings::default(),
+            |_| NamespaceObjects::default(),
+        )
+        .unwrap()
+    }
+
+    fn request(kind: &str, object: serde_json::Value) -> serde_json::Value {
+        serde_json::json!({
+            "apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview",
+            "request": {
+                "uid": "u1", "kind": { "group": "", "version": "v1", "kind": kind },
+                "resource": { "group": "", "version": "v1", "resource": "x" },
+                "name": "my-config", "namespace": "ns", "operation": "CREATE",
+                "userInfo": {}, "object": object,
+            },
+        })
+    }
+
+    /// The log line counts the warnings the answer carries, whatever path produced them.
+    #[test]
+    fn the_summary_says_what_was_answered() {
+        let config_map = answer(request(
+            "ConfigMap",
+            serde_json::json!({ "metadata": { "name": "my-config" }, "data": { "a": "b" } }),
+        ));
+        assert_eq!(config_map.outcome, Outcome::FailedOpen);
+        assert_eq!(config_map.review.response.warnings.len(), 1);
+        assert_eq!(config_map.summary.warnings, 1);
+        assert_eq!(config_map.summary.kind, "ConfigMap");
+
+        // A pod gracegate cannot read (a number where a string goes): the fail-open path.
+        let unreadable = answer(request(
+            "Pod",
+            serde_json::json!({ "metadata": { "name": 5 } }),
+        ));
+        assert_eq!(unreadable.summary.warnings, 1);
+        assert_eq!(unreadable.summary.kind, "Pod");
+
+        // An unknown namespace: the plan's warning.
+        let pod = answer(request(
+            "Pod",
+            serde_json::json!({ "metadata": { "name": "p" }, "spec": { "containers": [] } }),
+        ));
+        assert_eq!(pod.outcome, Outcome::FailedOpen);
+        assert_eq!(pod.summary.warnings, pod.review.response.warnings.len());
+        assert_eq!(pod.summary.warnings, 1);
+    }
 }

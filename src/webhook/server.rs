@@ -6,10 +6,12 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use axum_server::Handle;
+use axum_server::tls_rustls::RustlsAcceptor;
 use kube::Client;
 use tokio::task::JoinHandle;
 use tracing::{info, warn};
 
+use super::conn::{self, BodyLimit, TcpAcceptor, Timeouts};
 use super::tls::{CertFiles, Certificate};
 use super::{Context, Health, admin_router, router};
 use crate::cli::{PrestopMode, WebhookArgs, parse_server_version};
@@ -20,14 +22,14 @@ use crate::{Error, Result};
 /// How long in-flight reviews get to finish once the port stops accepting.
 /// The API server gives up on a review after its `timeoutSeconds` (5 s) anyway.
 pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
-/// Slow or silent clients are cut off rather than holding a connection open.
-pub const FIRST_REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 
 pub struct Options {
     pub listen: SocketAddr,
     pub admin_listen: SocketAddr,
     pub cert: CertFiles,
     pub cert_reload: Duration,
+    /// Header, body and idle limits, the same on both ports.
+    pub timeouts: Timeouts,
 }
 
 /// A started webhook.
@@ -37,8 +39,8 @@ pub struct Running {
     pub context: Context,
     handle: Handle<SocketAddr>,
     https: JoinHandle<std::io::Result<()>>,
+    admin_handle: Handle<SocketAddr>,
     admin: JoinHandle<std::io::Result<()>>,
-    admin_stop: Arc<tokio::sync::Notify>,
     cert_watch: JoinHandle<()>,
 }
 
@@ -47,36 +49,39 @@ pub async fn start(options: Options, context: Context) -> Result<Running> {
     let (certificate, loaded) = Certificate::load(options.cert).await?;
     context.health.tls_loaded.store(true, Ordering::Release);
     let cert_watch = tokio::spawn(certificate.clone().watch(loaded, options.cert_reload));
+    let timeouts = options.timeouts;
+    let acceptor = TcpAcceptor {
+        idle: timeouts.idle,
+    };
 
-    let admin_listener = tokio::net::TcpListener::bind(options.admin_listen)
-        .await
-        .map_err(|e| Error::io(options.admin_listen.to_string(), e))?;
-    let admin_addr = admin_listener
-        .local_addr()
-        .map_err(|e| Error::io(options.admin_listen.to_string(), e))?;
-    let admin_stop = Arc::new(tokio::sync::Notify::new());
-    let stop = admin_stop.clone();
-    let admin = tokio::spawn(
-        axum::serve(admin_listener, admin_router(context.clone()))
-            .with_graceful_shutdown(async move { stop.notified().await })
-            .into_future(),
-    );
+    // Both ports: the same acceptor (TCP_NODELAY, idle limit), header and body timeouts.
+    let (admin_addr, admin_handle, admin) = serve_admin(options.admin_listen, &context, timeouts)?;
 
-    let listener = std::net::TcpListener::bind(options.listen)
-        .map_err(|e| Error::io(options.listen.to_string(), e))?;
-    listener
-        .set_nonblocking(true)
-        .map_err(|e| Error::io(options.listen.to_string(), e))?;
+    let listener = conn::bind(options.listen)?;
     let addr = listener
         .local_addr()
         .map_err(|e| Error::io(options.listen.to_string(), e))?;
     let handle = Handle::new();
-    let server = axum_server::from_tcp_rustls(listener, certificate.rustls_config())
+    let tls = RustlsAcceptor::new(certificate.rustls_config()).acceptor(acceptor);
+    let mut server = axum_server::from_tcp(listener)
         .map_err(|e| Error::io(addr.to_string(), e))?
+        .acceptor(tls)
         .handle(handle.clone())
-        .first_request_timeout(FIRST_REQUEST_TIMEOUT);
-    let https = tokio::spawn(server.serve(router(context.clone()).into_make_service()));
+        .first_request_timeout(timeouts.header);
+    server
+        .http_builder()
+        .http1()
+        .header_read_timeout(Some(timeouts.idle));
+    let app = router(context.clone()).layer(axum::middleware::from_fn_with_state(
+        BodyLimit {
+            timeout: timeouts.body,
+            metrics: Some(context.metrics.clone()),
+        },
+        conn::request_timeout,
+    ));
+    let https = tokio::spawn(server.serve(app.into_make_service()));
     handle.listening().await;
+    admin_handle.listening().await;
     info!(%addr, %admin_addr, "webhook serving");
 
     Ok(Running {
@@ -85,10 +90,51 @@ pub async fn start(options: Options, context: Context) -> Result<Running> {
         context,
         handle,
         https,
+        admin_handle,
         admin,
-        admin_stop,
         cert_watch,
     })
+}
+
+/// The admin port (`/livez`, `/readyz`, `/metrics`) on `listen`, with the HTTPS port's
+/// connection handling; also `gracegate watcher`'s only port.
+pub fn serve_admin(
+    listen: SocketAddr,
+    context: &Context,
+    timeouts: Timeouts,
+) -> Result<(
+    SocketAddr,
+    Handle<SocketAddr>,
+    JoinHandle<std::io::Result<()>>,
+)> {
+    let listener = conn::bind(listen)?;
+    let addr = listener
+        .local_addr()
+        .map_err(|e| Error::io(listen.to_string(), e))?;
+    let handle = Handle::new();
+    let mut server = axum_server::from_tcp(listener)
+        .map_err(|e| Error::io(addr.to_string(), e))?
+        .acceptor(TcpAcceptor {
+            idle: timeouts.idle,
+        })
+        .handle(handle.clone())
+        .first_request_timeout(timeouts.header);
+    server
+        .http_builder()
+        .http1()
+        .header_read_timeout(Some(timeouts.idle));
+    let app = admin_router(context.clone()).layer(axum::middleware::from_fn_with_state(
+        BodyLimit {
+            timeout: timeouts.body,
+            metrics: None,
+        },
+        conn::request_timeout,
+    ));
+    Ok((
+        addr,
+        handle,
+        tokio::spawn(server.serve(app.into_make_service())),
+    ))
 }
 
 impl Running {
@@ -107,10 +153,12 @@ impl Running {
         self.handle.graceful_shutdown(Some(DRAIN_TIMEOUT));
         match self.https.await {
             Ok(Ok(())) => {}
-            Ok(Err(error)) => warn!(%error, "webhook listener ended with an error"),
+            Ok(Err(error)) => {
+                warn!(error = %crate::report(&error), "webhook listener ended with an error")
+            }
             Err(error) => warn!(%error, "webhook listener task failed"),
         }
-        self.admin_stop.notify_one();
+        self.admin_handle.graceful_shutdown(Some(DRAIN_TIMEOUT));
         let _ = self.admin.await;
         self.cert_watch.abort();
         info!("stopped");
@@ -154,10 +202,7 @@ pub async fn prepare(args: &WebhookArgs, client: Option<Client>) -> Result<(Cont
                 PrestopMode::Auto => Some(server_version(&client).await?),
                 _ => None,
             };
-            let namespace = args
-                .namespace
-                .clone()
-                .unwrap_or_else(|| client.default_namespace().to_string());
+            let namespace = crate::cluster::own_namespace(args.namespace.as_deref(), &client);
             let (cluster, drive) = Cluster::watch(client, &namespace);
             tokio::spawn(drive);
             (cluster, args.inject.prestop_mode.resolve(version))
@@ -180,6 +225,7 @@ pub async fn prepare(args: &WebhookArgs, client: Option<Client>) -> Result<(Cont
             key: args.tls_key.clone(),
         },
         cert_reload: Duration::from_secs(args.cert_reload_seconds.max(1)),
+        timeouts: Timeouts::default(),
     };
     Ok((context, options))
 }

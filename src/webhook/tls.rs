@@ -86,7 +86,7 @@ impl Certificate {
             let (cert, key) = match self.files.read().await {
                 Ok(pair) => pair,
                 Err(error) => {
-                    warn!(%error, "cannot read the certificate files; keeping the current certificate");
+                    warn!(error = %crate::report(&error), "cannot read the certificate files; keeping the current certificate");
                     continue;
                 }
             };
@@ -103,7 +103,7 @@ impl Certificate {
                 }
                 Err(error) => {
                     // Often a rotation caught half way; the next tick sees the whole pair.
-                    warn!(%error, "new certificate files are not usable yet; keeping the current certificate");
+                    warn!(error = %crate::report(&error), "new certificate files are not usable yet; keeping the current certificate");
                     rejected = Some(candidate);
                 }
             }

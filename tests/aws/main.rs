@@ -374,7 +374,8 @@ async fn throttled_twice_then_answered() {
     assert!(requests.iter().all(|r| r.params == requests[0].params));
     assert_eq!(
         aws_counter(&s.metrics, "DescribeTargetHealth", "throttled"),
-        None
+        // The series exists from the start, at 0.
+        Some(0)
     );
 }
 
@@ -729,15 +730,13 @@ fn moto_setup(python: &Path, url: &str) -> (String, String, String) {
     )
 }
 
+/// Needs moto (Python): ignored by a plain `cargo test`, which then reports it as
+/// `ignored, needs moto …`; `make test` installs moto in .venv and runs it with `--ignored`.
 #[tokio::test]
+#[ignore = "needs moto_server: `make test` installs it and runs this test (MOTO_SERVER=…)"]
 async fn moto_conformance() {
-    if std::env::var("GRACEGATE_SKIP_MOTO").as_deref() == Ok("1") {
-        eprintln!("moto_conformance: skipped (GRACEGATE_SKIP_MOTO=1)");
-        return;
-    }
     let moto_server = PathBuf::from(std::env::var_os("MOTO_SERVER").expect(
-        "MOTO_SERVER is not set: run `make test`, which installs moto in .venv and sets it \
-         (or set GRACEGATE_SKIP_MOTO=1 to skip this test)",
+        "MOTO_SERVER is not set: run `make test`, which installs moto in .venv and sets it",
     ));
     let python = moto_server.with_file_name("python");
     let port = free_port();

@@ -188,6 +188,8 @@ async fn gate_timeout_releases_with_a_warning_event() {
         ),
         (Some("Warning"), Some("GateTimeout"))
     );
+    // Counted for the GateTimeout alert (manifests/monitoring).
+    assert_eq!(s.metrics.gate_timeouts.get(), 1);
 }
 
 #[tokio::test]

@@ -2,6 +2,7 @@
 //! asserted), its ELB I/O against the scriptable fake ELBv2 through the real SDK, and the real
 //! loop end to end.
 
+mod chaos;
 mod departures;
 mod end_to_end;
 mod facts;

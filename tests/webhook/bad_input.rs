@@ -21,7 +21,8 @@ async fn rejected(body: impl Into<Body>) -> String {
 #[rstest]
 #[case::empty("", "not JSON")]
 #[case::truncated("{\"kind\":\"AdmissionReview\"", "not JSON")]
-#[case::not_an_object("[]", "no request")]
+#[case::array("[]", "not an AdmissionReview: the body is a JSON array")]
+#[case::string("\"review\"", "not an AdmissionReview: the body is a JSON string")]
 #[case::no_request(
     r#"{"kind":"AdmissionReview","apiVersion":"admission.k8s.io/v1"}"#,
     "no request"

@@ -4,6 +4,8 @@
 mod admission;
 mod bad_input;
 mod common;
+mod ports;
 mod properties;
 mod rotation;
+mod rotation_load;
 mod tls;

@@ -96,6 +96,7 @@ fn options(dir: &Path) -> Options {
             key: dir.join("tls.key"),
         },
         cert_reload: Duration::from_millis(50),
+        timeouts: Default::default(),
     }
 }
 

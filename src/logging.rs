@@ -1,0 +1,51 @@
+//! Logging setup: `tracing` to stderr, plain or JSON.
+//!
+//! Plain logs carry ANSI colour codes only when stderr is a terminal and `NO_COLOR` is unset
+//! or empty (<https://no-color.org>): in files and `kubectl logs` escape codes are noise.
+//! Stdout is left to commands' results (`audit`, `certs`).
+//!
+//! Field names are the same in every message, so JSON logs can be filtered on them: `pod`,
+//! `namespace`, `target_group` (the target group's name or ARN), `reason`, `error`.
+
+use std::ffi::OsStr;
+use std::io::IsTerminal;
+
+use tracing_subscriber::EnvFilter;
+
+use crate::cli::LogFormat;
+
+/// Whether plain logs may use colour.
+pub fn ansi(stderr_is_terminal: bool, no_color: Option<&OsStr>) -> bool {
+    stderr_is_terminal && no_color.is_none_or(|v| v.is_empty())
+}
+
+/// Install the global subscriber; the level comes from `RUST_LOG` (default `info`).
+pub fn init(format: LogFormat) {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Plain => builder
+            .with_ansi(ansi(
+                std::io::stderr().is_terminal(),
+                std::env::var_os("NO_COLOR").as_deref(),
+            ))
+            .init(),
+        LogFormat::Json => builder.json().flatten_event(true).init(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn colour_only_on_a_terminal_without_no_color() {
+        assert!(ansi(true, None));
+        assert!(ansi(true, Some(OsStr::new(""))));
+        assert!(!ansi(true, Some(OsStr::new("1"))));
+        assert!(!ansi(false, None));
+        assert!(!ansi(false, Some(OsStr::new("1"))));
+    }
+}

@@ -1,0 +1,244 @@
+//! Faults: an API server that refuses status patches, a pod watch that fails and relists,
+//! an ELB that is down, and pods churning by the thousand.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use gracegate::watcher::{GonePods, apply_gated_pods};
+use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use k8s_openapi::jiff::{SignedDuration, Timestamp};
+use kube::runtime::reflector;
+use kube::runtime::watcher::{Error as WatchError, Event};
+use rstest::rstest;
+use serde_json::json;
+use tokio::sync::Notify;
+
+use crate::fake_elb::Fault;
+use crate::harness::*;
+
+fn after(start: &Time, millis: i64) -> Time {
+    Time(start.0 + SignedDuration::from_millis(millis))
+}
+
+fn status_patches(s: &Setup) -> usize {
+    s.api
+        .seen()
+        .iter()
+        .filter(|r| r.path.ends_with("/status"))
+        .count()
+}
+
+/// A status patch refused (conflict with another writer, invalid, throttled, broken): retried
+/// with backoff (1 s, 2 s, 4 s … at most 30 s), never every tick, and written once the API
+/// server answers again.
+#[rstest]
+#[case::throttled(429)]
+#[case::internal_error(500)]
+#[case::unavailable(503)]
+#[case::invalid(422)]
+#[tokio::test]
+async fn refused_status_patches_back_off_and_recover(#[case] code: u16) {
+    let mut s = setup(
+        vec![pod(
+            "p1",
+            "10.0.0.7",
+            GATE,
+            Duration::from_secs(5),
+            json!([]),
+        )],
+        cluster(0, false),
+        None,
+    )
+    .await;
+    s.fake
+        .set_health(ARN, "10.0.0.7", 80, "healthy", None, None);
+    s.api.fail_path("/status", code);
+    let t0 = now();
+    let mut attempts = Vec::new();
+    for millis in [0, 500, 1000, 1500, 2000, 2999, 3000, 6999] {
+        s.watcher.tick(after(&t0, millis)).await;
+        attempts.push(status_patches(&s));
+    }
+    // Tried at 0, 1 s, 3 s, then due at 7 s.
+    assert_eq!(attempts, vec![1, 1, 2, 2, 2, 2, 3, 3]);
+    assert!(s.api.events().is_empty());
+    s.api.fail_path("/status", 0);
+    let report = s.watcher.tick(after(&t0, 7000)).await;
+    assert_eq!(report.patches, 1);
+    assert_eq!(status_patches(&s), 4);
+    assert_eq!(s.api.events().len(), 1, "TargetHealthy once written");
+    // Written: nothing more to do.
+    s.watcher.tick(after(&t0, 8000)).await;
+    assert_eq!(status_patches(&s), 4);
+}
+
+/// A pod deleted between the look and the patch (404), or replaced by one of the same name
+/// (409 on the UID precondition): nothing to retry.
+#[rstest]
+#[case::gone(404)]
+#[case::replaced(409)]
+#[tokio::test]
+async fn a_vanished_pod_is_not_retried(#[case] code: u16) {
+    let mut s = setup(
+        vec![pod(
+            "p1",
+            "10.0.0.7",
+            GATE,
+            Duration::from_secs(5),
+            json!([]),
+        )],
+        cluster(0, false),
+        None,
+    )
+    .await;
+    s.fake
+        .set_health(ARN, "10.0.0.7", 80, "healthy", None, None);
+    s.api.fail_path("/status", code);
+    let t0 = now();
+    s.watcher.tick(t0.clone()).await;
+    s.watcher.tick(after(&t0, 1000)).await;
+    assert_eq!(status_patches(&s), 1, "settled, not retried");
+}
+
+/// The ELB down for many ticks: one call per target group per tick (no retry storm beyond
+/// the SDK's attempts), gates kept pending, written within one tick of the ELB's return.
+#[tokio::test]
+async fn an_elb_outage_delays_gates_and_loses_none() {
+    let pods: Vec<Pod> = (0..20)
+        .map(|i| {
+            pod(
+                &format!("p{i}"),
+                &format!("10.0.0.{i}"),
+                GATE,
+                Duration::from_secs(5),
+                json!([]),
+            )
+        })
+        .collect();
+    let mut s = setup(pods, cluster(0, false), None).await;
+    for i in 0..20 {
+        s.fake
+            .set_health(ARN, &format!("10.0.0.{i}"), 80, "healthy", None, None);
+    }
+    // Down for 10 ticks (2 attempts each, as the harness's SDK retry allows).
+    s.fake.fail_next(20, Fault::ServiceUnavailable);
+    for _ in 0..10 {
+        let report = s.watcher.tick(now()).await;
+        assert_eq!(
+            (report.pending, report.describe_calls, report.patches),
+            (20, 1, 0)
+        );
+    }
+    assert_eq!(s.fake.calls("DescribeTargetHealth"), 20);
+    assert!(s.api.seen().is_empty());
+    // Back: every gate in the next tick.
+    let report = s.watcher.tick(now()).await;
+    assert_eq!(report.patches, 20);
+    assert_eq!(s.fake.calls("DescribeTargetHealth"), 21);
+}
+
+/// The pod watch fails and relists (as after `410 Gone`): the cache holds what the relist
+/// holds, a pod missing from it is treated as deleted, and the consumer keeps going.
+#[tokio::test]
+async fn a_failed_watch_relists() {
+    let (store, writer) = reflector::store::<Pod>();
+    let gone = GonePods::default();
+    let p = |name: &str| pod(name, "10.0.0.7", GATE, Duration::from_secs(5), json!([]));
+    let mut plain = p("plain");
+    plain.spec.as_mut().unwrap().readiness_gates = None;
+    let events = futures::stream::iter(vec![
+        Ok(Event::Init),
+        Ok(Event::InitApply(p("a"))),
+        Ok(Event::InitApply(plain.clone())),
+        Ok(Event::InitDone),
+        Err(WatchError::WatchError(Box::new(
+            serde_json::from_value(json!({
+                "status": "Failure", "message": "too old resource version",
+                "reason": "Expired", "code": 410,
+            }))
+            .unwrap(),
+        ))),
+        Ok(Event::Init),
+        Ok(Event::InitApply(p("b"))),
+        Ok(Event::InitDone),
+        Ok(Event::Delete(p("b"))),
+        Ok(Event::Delete(plain)),
+    ]);
+    apply_gated_pods(
+        events,
+        writer,
+        "target-health.elbv2.k8s.aws".into(),
+        Arc::new(Notify::new()),
+        gone.clone(),
+    )
+    .await;
+    assert!(store.is_empty(), "{:?}", store.state());
+    let gone: Vec<String> = gone
+        .take()
+        .into_iter()
+        .filter_map(|p| p.metadata.name)
+        .collect();
+    assert_eq!(
+        gone,
+        vec!["b"],
+        "only gated pods are followed after their delete"
+    );
+}
+
+/// 10,000 pods come and go in waves of 1,000: what the watcher remembers per pod stays
+/// bounded by one wave and drops to nothing once they are gone.
+#[tokio::test]
+async fn bookkeeping_stays_bounded_while_ten_thousand_pods_churn() {
+    let mut s = setup(vec![], cluster(0, false), None).await;
+    let t0 = Timestamp::now();
+    let at = |secs: i64| Time(t0 + SignedDuration::from_secs(secs));
+    let mut most = 0;
+    for wave in 0..10 {
+        let base = wave * 100;
+        let pods: Vec<Pod> = (0..1000)
+            .map(|i| {
+                let mut p = pod(
+                    &format!("w{wave}-{i}"),
+                    &format!("10.{wave}.{}.{}", i / 250, i % 250),
+                    GATE,
+                    Duration::from_secs(60),
+                    json!([{ "type": GATE, "status": "True" }]),
+                );
+                p.metadata.deletion_timestamp = Some(at(base + 30));
+                p.metadata.deletion_grace_period_seconds = Some(30);
+                p
+            })
+            .collect();
+        for p in &pods {
+            s.pods.writer.apply_watcher_event(&Event::Apply(p.clone()));
+            let ip = p.status.as_ref().unwrap().pod_ip.clone().unwrap();
+            s.fake.set_health(ARN, &ip, 80, "draining", None, None);
+        }
+        s.watcher.tick(at(base + 1)).await;
+        most = most.max(s.watcher.remembered());
+        for p in &pods {
+            let ip = p.status.as_ref().unwrap().pod_ip.clone().unwrap();
+            s.fake.deregister(ARN, &ip, 80);
+        }
+        s.watcher.tick(at(base + 20)).await;
+        most = most.max(s.watcher.remembered());
+        for p in pods {
+            s.pods.writer.apply_watcher_event(&Event::Delete(p.clone()));
+            s.watcher.gone_pods().push(p);
+        }
+        s.watcher.tick(at(base + 40)).await;
+        most = most.max(s.watcher.remembered());
+    }
+    assert!(most <= 1000, "at most one wave remembered, was {most}");
+    assert_eq!(s.watcher.remembered(), 0);
+    assert!(s.pods.store.is_empty());
+    let drains: usize = s
+        .watcher
+        .records()
+        .by_key
+        .values()
+        .map(|r| r.drains.len())
+        .sum();
+    assert_eq!(drains, 50, "the record keeps only the newest 50");
+}
