@@ -50,7 +50,10 @@ fn records_read_back_within_an_ulp_of_what_was_written() {
     for (a, b) in before.drains.iter().zip(&after.drains) {
         assert_eq!(a.at, b.at);
         let ulp = a.drain_seconds.abs() * f64::EPSILON;
-        assert!((a.drain_seconds - b.drain_seconds).abs() <= ulp, "{a:?} {b:?}");
+        assert!(
+            (a.drain_seconds - b.drain_seconds).abs() <= ulp,
+            "{a:?} {b:?}"
+        );
     }
     let (again, _) = Records::from_data(&back.to_data());
     assert_eq!(again, back, "stable after one round trip");
@@ -101,7 +104,10 @@ fn a_grace_period_beyond_any_date_is_not_followed() {
     }
     // Long but representable: followed.
     let pods = [terminating_pod(86_400 * 365, sleep)];
-    assert_eq!(drain::departures(&pods, &objects(), |_| None, PREFIX).len(), 1);
+    assert_eq!(
+        drain::departures(&pods, &objects(), |_| None, PREFIX).len(),
+        1
+    );
 }
 
 /// watcher target: a preStop `sleep N` beyond i64 became a negative sleep (`as i64`), and one
@@ -125,7 +131,10 @@ fn a_sleep_beyond_any_date_never_ends() {
         };
         let an_hour_later = d.deleted_at + k8s_openapi::jiff::SignedDuration::from_hours(1);
         let step = drain::observe(d, Some(&healthy), an_hour_later);
-        assert!(!matches!(step, Step::StillHealthyAfterPrestop { .. }), "{step:?}");
+        assert!(
+            !matches!(step, Step::StillHealthyAfterPrestop { .. }),
+            "{step:?}"
+        );
     }
 }
 
@@ -139,8 +148,8 @@ fn a_lone_surrogate_in_an_unread_field_is_answered() {
         .unwrap()
         .replace("SURROGATE", "\\ud800");
     let objects = objects();
-    let reviewed = review(body.as_bytes(), &Settings::default(), |_| objects.clone())
-        .expect("answered");
+    let reviewed =
+        review(body.as_bytes(), &Settings::default(), |_| objects.clone()).expect("answered");
     assert!(reviewed.review.response.allowed);
     assert_eq!(reviewed.review.response.uid, request["request"]["uid"]);
 }

@@ -173,8 +173,16 @@ pub fn timing(data: &[u8]) {
         map.as_ref().is_some_and(|m| m.contains_key(key))
     };
     let ignored = [
-        (&case.pod, timing::ANNOTATION_PRESTOP_SECONDS, pod_s.is_some()),
-        (&case.namespace, timing::ANNOTATION_PRESTOP_SECONDS, ns_s.is_some()),
+        (
+            &case.pod,
+            timing::ANNOTATION_PRESTOP_SECONDS,
+            pod_s.is_some(),
+        ),
+        (
+            &case.namespace,
+            timing::ANNOTATION_PRESTOP_SECONDS,
+            ns_s.is_some(),
+        ),
         (
             &case.pod,
             timing::ANNOTATION_SHUTDOWN_BUDGET_SECONDS,
@@ -192,8 +200,17 @@ pub fn timing(data: &[u8]) {
     assert!(t.warnings.len() >= ignored, "{t:?}");
     let grace = t.grace_period(case.own_grace);
     let needed = i64::from(t.prestop_seconds) + i64::from(t.shutdown_budget_seconds);
-    assert!(grace >= needed && grace >= case.own_grace.unwrap_or(timing::DEFAULT_GRACE_PERIOD_SECONDS));
-    assert!(grace >= i64::from(t.prestop_seconds), "the sleep must fit the grace period");
+    assert!(
+        grace >= needed
+            && grace
+                >= case
+                    .own_grace
+                    .unwrap_or(timing::DEFAULT_GRACE_PERIOD_SECONDS)
+    );
+    assert!(
+        grace >= i64::from(t.prestop_seconds),
+        "the sleep must fit the grace period"
+    );
 }
 
 /// Target `objects`: one `--objects` file's text, read as JSON and as YAML; whatever loads
@@ -225,8 +242,11 @@ fn dns_subdomain(name: &str) -> bool {
 }
 
 fn plan_against(objects: Objects) {
-    let mut namespaces: Vec<Option<String>> =
-        objects.namespaces.iter().map(|n| n.metadata.name.clone()).collect();
+    let mut namespaces: Vec<Option<String>> = objects
+        .namespaces
+        .iter()
+        .map(|n| n.metadata.name.clone())
+        .collect();
     namespaces.push(Some("game-2048".into()));
     namespaces.dedup();
     let records = Arc::new(objects.target_groups);
@@ -256,7 +276,11 @@ fn plan_against(objects: Objects) {
 }
 
 fn pick<T: Clone>(all: &[T], keep: impl Fn(&T) -> bool) -> Vec<Arc<T>> {
-    all.iter().filter(|o| keep(o)).cloned().map(Arc::new).collect()
+    all.iter()
+        .filter(|o| keep(o))
+        .cloned()
+        .map(Arc::new)
+        .collect()
 }
 
 /// Target `records`: the `gracegate-target-groups` ConfigMap's `data` (a JSON object of
@@ -284,10 +308,16 @@ fn round_trip(data: &BTreeMap<String, String>) {
     let written = records.to_data();
     assert_eq!(written.len(), records.by_key.len().min(MAX_RECORDS));
     let (back, errors) = Records::from_data(&written);
-    assert!(errors.is_empty(), "gracegate cannot read what it wrote: {errors:?}");
+    assert!(
+        errors.is_empty(),
+        "gracegate cannot read what it wrote: {errors:?}"
+    );
     for (key, record) in &back.by_key {
         let before = records.by_key.get(key).expect("only keys that were there");
-        let (a, b) = (serde_json::to_value(before).unwrap(), serde_json::to_value(record).unwrap());
+        let (a, b) = (
+            serde_json::to_value(before).unwrap(),
+            serde_json::to_value(record).unwrap(),
+        );
         assert!(same(&a, &b), "record {key} changed:\n{a}\n{b}");
     }
 }
@@ -298,7 +328,9 @@ fn round_trip(data: &BTreeMap<String, String>) {
 pub fn same(a: &Value, b: &Value) -> bool {
     match (a, b) {
         (Value::Number(x), Value::Number(y)) => match (x.as_f64(), y.as_f64()) {
-            (Some(x), Some(y)) => x == y || (x - y).abs() <= x.abs().max(y.abs()) * 4.0 * f64::EPSILON,
+            (Some(x), Some(y)) => {
+                x == y || (x - y).abs() <= x.abs().max(y.abs()) * 4.0 * f64::EPSILON
+            }
             _ => x == y,
         },
         (Value::Array(x), Value::Array(y)) => {
@@ -408,7 +440,10 @@ pub fn watcher(data: &[u8]) {
         if let Some(c) = health::update(&gate.gate, gate.current.as_ref(), &desired, &now) {
             assert_eq!(c.type_, gate.gate);
             assert_eq!(c.status, desired.status);
-            let changed = gate.current.as_ref().is_none_or(|old| old.status != c.status);
+            let changed = gate
+                .current
+                .as_ref()
+                .is_none_or(|old| old.status != c.status);
             if changed {
                 assert_eq!(c.last_transition_time.as_ref(), Some(&now));
             }
@@ -419,25 +454,30 @@ pub fn watcher(data: &[u8]) {
 
     let departures = drain::departures(&pods, &objects, node, PREFIX);
     for (i, mut d) in departures.into_iter().enumerate() {
-        assert!(
-            pods.iter()
-                .any(|p| p.metadata.deletion_timestamp.is_some()
-                    && p.metadata.uid.clone().unwrap_or_default() == d.uid)
-        );
+        assert!(pods.iter().any(|p| p.metadata.deletion_timestamp.is_some()
+            && p.metadata.uid.clone().unwrap_or_default() == d.uid));
         let mut warned = false;
         let mut at = d.deleted_at;
         for step in 0..8 {
-            at = at.saturating_add(SignedDuration::from_secs(150)).unwrap_or(at);
+            at = at
+                .saturating_add(SignedDuration::from_secs(150))
+                .unwrap_or(at);
             let draining_before = d.draining_at;
             match drain::observe(&mut d, answer(i + step).as_ref(), at) {
                 Step::Gone(gone) => {
-                    let measured = [gone.drain_seconds, gone.lag_seconds, gone.draining_after_prestop];
+                    let measured = [
+                        gone.drain_seconds,
+                        gone.lag_seconds,
+                        gone.draining_after_prestop,
+                    ];
                     assert!(measured.into_iter().flatten().all(|s| s >= 0.0), "{gone:?}");
                     assert_eq!(gone.drain_seconds.is_some(), d.seen_listed);
                     assert!(gone.draining_after_prestop.is_none() || !d.warned);
                     break;
                 }
-                Step::GiveUp { draining_after_prestop } => {
+                Step::GiveUp {
+                    draining_after_prestop,
+                } => {
                     assert!(at.duration_since(d.deleted_at) > drain::GIVE_UP_AFTER);
                     assert!(draining_after_prestop.is_none_or(|s| s >= 0.0));
                     break;

@@ -140,7 +140,10 @@ fn injected_sleep(handler: &Value) -> Option<i64> {
 /// the `gracegate.io/prestop-source` annotation.
 fn keeps(original: &Value, patched: &Value, path: &mut Vec<String>) -> Result<(), String> {
     let exempt = matches!(
-        path.iter().map(String::as_str).collect::<Vec<_>>().as_slice(),
+        path.iter()
+            .map(String::as_str)
+            .collect::<Vec<_>>()
+            .as_slice(),
         ["spec", "terminationGracePeriodSeconds"] | ["metadata", "annotations", PRESTOP_SOURCE]
     );
     if exempt {

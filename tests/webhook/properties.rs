@@ -95,7 +95,9 @@ fn gates() -> impl Strategy<Value = Option<Vec<String>>> {
 /// `(key, value)` pairs of pod annotations, each key at most once.
 fn pod_annotations() -> impl Strategy<Value = Option<BTreeMap<String, String>>> {
     let containers = proptest::sample::subsequence(
-        vec!["app", "shipper", "metrics", "worker", "envoy", "nope", " app ", ""],
+        vec![
+            "app", "shipper", "metrics", "worker", "envoy", "nope", " app ", "",
+        ],
         0..4,
     )
     .prop_map(|names| names.join(","));
@@ -183,8 +185,8 @@ fn pod() -> impl Strategy<Value = Value> {
             .map(|name| container(name, false))
             .collect::<Vec<_>>()
     });
-    let init_containers = proptest::option::of((any::<bool>(), any::<bool>())).prop_flat_map(
-        |init| match init {
+    let init_containers =
+        proptest::option::of((any::<bool>(), any::<bool>())).prop_flat_map(|init| match init {
             None => Just(None).boxed(),
             Some((sidecar, plain)) => {
                 let mut list = Vec::new();
@@ -196,8 +198,7 @@ fn pod() -> impl Strategy<Value = Value> {
                 }
                 list.prop_map(Some).boxed()
             }
-        },
-    );
+        });
     let grace = prop_oneof![
         Just(None),
         (0i64..200).prop_map(Some),
@@ -252,11 +253,9 @@ fn binding_name() -> impl Strategy<Value = String> {
 }
 
 fn settings() -> impl Strategy<Value = Settings> {
-    prop_oneof![Just(PrestopAction::Sleep), Just(PrestopAction::Exec)].prop_map(|action| {
-        Settings {
-            prestop_action: action,
-            ..Settings::default()
-        }
+    prop_oneof![Just(PrestopAction::Sleep), Just(PrestopAction::Exec)].prop_map(|action| Settings {
+        prestop_action: action,
+        ..Settings::default()
     })
 }
 

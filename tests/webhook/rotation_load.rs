@@ -69,7 +69,10 @@ async fn post(client: &HttpsClient, url: &str, body: Bytes, uid: &Value) -> Resu
         .header("content-type", "application/json")
         .body(Full::new(body))
         .unwrap();
-    let response = client.request(request).await.map_err(|e| format!("{e:?}"))?;
+    let response = client
+        .request(request)
+        .await
+        .map_err(|e| format!("{e:?}"))?;
     let status = response.status();
     let bytes = response
         .into_body()
@@ -78,7 +81,10 @@ async fn post(client: &HttpsClient, url: &str, body: Bytes, uid: &Value) -> Resu
         .map_err(|e| e.to_string())?
         .to_bytes();
     if status != 200 {
-        return Err(format!("HTTP {status}: {}", String::from_utf8_lossy(&bytes)));
+        return Err(format!(
+            "HTTP {status}: {}",
+            String::from_utf8_lossy(&bytes)
+        ));
     }
     let answer: Value = serde_json::from_slice(&bytes).map_err(|e| e.to_string())?;
     let response = &answer["response"];
@@ -125,7 +131,14 @@ async fn twenty_rotations_under_500_reviews_per_second_fail_none() {
                 .await
                 .unwrap_or_else(|_| Err("no answer within 5 s".into()));
                 if let Err(e) = answered {
-                    failures.push(format!("{}: {e}", if fresh { "new connection" } else { "kept alive" }));
+                    failures.push(format!(
+                        "{}: {e}",
+                        if fresh {
+                            "new connection"
+                        } else {
+                            "kept alive"
+                        }
+                    ));
                 }
                 sent += 1;
             }
@@ -142,7 +155,10 @@ async fn twenty_rotations_under_500_reviews_per_second_fail_none() {
         let only_new = client(&[bundle], false);
         let deadline = Instant::now() + Duration::from_secs(5);
         while let Err(e) = post(&only_new, &url, body.clone(), &uid).await {
-            assert!(Instant::now() < deadline, "rotation {i} was never served: {e}");
+            assert!(
+                Instant::now() < deadline,
+                "rotation {i} was never served: {e}"
+            );
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
         eprintln!("rotation {i} served at {:?}", began.elapsed());
