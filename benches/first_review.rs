@@ -19,7 +19,7 @@ use gracegate::certs;
 use gracegate::cluster::{Cluster, Objects};
 use gracegate::inject::Settings;
 use gracegate::metrics::Metrics;
-use gracegate::webhook::conn::TcpAcceptor;
+use gracegate::webhook::conn::{ConnectionCap, Limits, TcpAcceptor};
 use gracegate::webhook::{Context, Health, router, tls::server_config};
 use http_body_util::{BodyExt, Full};
 use hyper::body::Bytes;
@@ -50,6 +50,7 @@ async fn serve(config: RustlsConfig, nodelay: bool) -> SocketAddr {
     if nodelay {
         let tls = RustlsAcceptor::new(config).acceptor(TcpAcceptor {
             idle: Duration::from_secs(60),
+            cap: ConnectionCap::new(Limits::default().max_connections, None),
         });
         tokio::spawn(server.acceptor(tls).serve(app));
     } else {

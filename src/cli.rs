@@ -262,6 +262,33 @@ pub struct LeaseArgs {
     /// `HOSTNAME`.
     #[arg(long, env = "GRACEGATE_IDENTITY")]
     pub identity: Option<String>,
+
+    /// How long a Lease holds without renewal: a crashed leader is replaced at most this long
+    /// (+ up to 1 s) later. Shorter means more Lease writes: one every duration − renew-before.
+    #[arg(long, env = "GRACEGATE_LEASE_DURATION", default_value = "5s", value_parser = parse_duration)]
+    pub lease_duration: std::time::Duration,
+
+    /// The holder renews this long before the Lease expires; also the clock skew tolerated
+    /// between nodes. Whole seconds, less than --lease-duration.
+    #[arg(long, env = "GRACEGATE_LEASE_RENEW_BEFORE", default_value = "2s", value_parser = parse_duration)]
+    pub lease_renew_before: std::time::Duration,
+}
+
+impl LeaseArgs {
+    /// Lease duration and renewal grace in whole seconds, as the Lease stores them.
+    pub fn timings(&self) -> Result<(u64, u64)> {
+        let (duration, grace) = (
+            self.lease_duration.as_secs(),
+            self.lease_renew_before.as_secs(),
+        );
+        if duration == 0 || grace >= duration {
+            return Err(Error::Settings(format!(
+                "--lease-renew-before ({grace}s) must be shorter than --lease-duration ({duration}s), \
+                 both in whole seconds"
+            )));
+        }
+        Ok((duration, grace))
+    }
 }
 
 /// `90s`, `10m`, `1h`, `500ms`, or bare seconds.
@@ -324,6 +351,69 @@ pub struct WebhookArgs {
 
     #[command(flatten)]
     pub inject: InjectArgs,
+
+    #[command(flatten)]
+    pub limits: LimitArgs,
+}
+
+/// The webhook's timeouts and caps on clients, the same on the HTTPS and the admin port.
+#[derive(Clone, Debug, Args)]
+pub struct LimitArgs {
+    /// A new connection's TLS handshake, and then its first request's headers, each within this.
+    #[arg(long, env = "GRACEGATE_HEADER_TIMEOUT", default_value = "10s", value_parser = parse_positive_duration)]
+    pub header_timeout: std::time::Duration,
+
+    /// From a request's headers to its answer, the body included; else 408 and the
+    /// connection is closed.
+    #[arg(long, env = "GRACEGATE_BODY_TIMEOUT", default_value = "10s", value_parser = parse_positive_duration)]
+    pub body_timeout: std::time::Duration,
+
+    /// A connection the client sends nothing on for this long is closed.
+    #[arg(long, env = "GRACEGATE_IDLE_TIMEOUT", default_value = "60s", value_parser = parse_positive_duration)]
+    pub idle_timeout: std::time::Duration,
+
+    /// Open connections per port; one more is reset right after accept.
+    #[arg(long, env = "GRACEGATE_MAX_CONNECTIONS", default_value_t = 4096, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_connections: u32,
+
+    /// Requests being read or answered per port; one more is answered 503.
+    #[arg(long, env = "GRACEGATE_MAX_IN_FLIGHT", default_value_t = 256, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_in_flight: u32,
+
+    /// Largest request body; a larger one is answered 413 without being read whole.
+    #[arg(long, env = "GRACEGATE_MAX_BODY_BYTES", default_value_t = 3 * 1024 * 1024, value_parser = clap::value_parser!(u32).range(1..=64 * 1024 * 1024))]
+    pub max_body_bytes: u32,
+
+    /// Concurrent streams on one HTTP/2 connection.
+    #[arg(long, env = "GRACEGATE_HTTP2_MAX_STREAMS", default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..))]
+    pub http2_max_streams: u32,
+}
+
+impl LimitArgs {
+    pub fn timeouts(&self) -> crate::webhook::conn::Timeouts {
+        crate::webhook::conn::Timeouts {
+            header: self.header_timeout,
+            body: self.body_timeout,
+            idle: self.idle_timeout,
+        }
+    }
+
+    pub fn limits(&self) -> crate::webhook::conn::Limits {
+        crate::webhook::conn::Limits {
+            max_connections: self.max_connections as usize,
+            max_in_flight: self.max_in_flight as usize,
+            max_body_bytes: self.max_body_bytes as usize,
+            http2_max_streams: self.http2_max_streams,
+        }
+    }
+}
+
+/// A [`parse_duration`] that is not zero.
+fn parse_positive_duration(s: &str) -> std::result::Result<std::time::Duration, String> {
+    match parse_duration(s)? {
+        d if d.is_zero() => Err(format!("must be more than 0, got {s:?}")),
+        d => Ok(d),
+    }
 }
 
 #[derive(Clone, Debug, Args)]
@@ -546,8 +636,78 @@ mod tests {
         assert_eq!(settings.gate("b"), "target-health.elbv2.k8s.aws/b");
     }
 
+    #[test]
+    fn limit_defaults_are_the_documented_ones() {
+        let cli =
+            Cli::try_parse_from(["gracegate", "webhook", "--tls-cert", "c", "--tls-key", "k"])
+                .unwrap();
+        let Command::Webhook(args) = cli.command else {
+            panic!("webhook")
+        };
+        assert_eq!(
+            args.limits.timeouts(),
+            crate::webhook::conn::Timeouts::default()
+        );
+        assert_eq!(
+            args.limits.limits(),
+            crate::webhook::conn::Limits::default()
+        );
+        let cli = Cli::try_parse_from([
+            "gracegate",
+            "webhook",
+            "--tls-cert",
+            "c",
+            "--tls-key",
+            "k",
+            "--max-connections",
+            "10",
+            "--max-in-flight",
+            "3",
+            "--max-body-bytes",
+            "1024",
+            "--http2-max-streams",
+            "2",
+            "--header-timeout",
+            "500ms",
+            "--body-timeout",
+            "2s",
+            "--idle-timeout",
+            "1m",
+        ])
+        .unwrap();
+        let Command::Webhook(args) = cli.command else {
+            panic!("webhook")
+        };
+        let limits = args.limits.limits();
+        assert_eq!(
+            (
+                limits.max_connections,
+                limits.max_in_flight,
+                limits.max_body_bytes,
+                limits.http2_max_streams
+            ),
+            (10, 3, 1024, 2)
+        );
+        let timeouts = args.limits.timeouts();
+        assert_eq!(
+            (timeouts.header, timeouts.body, timeouts.idle),
+            (
+                std::time::Duration::from_millis(500),
+                std::time::Duration::from_secs(2),
+                std::time::Duration::from_secs(60)
+            )
+        );
+    }
+
     #[rstest]
     #[case(&["--namespace-label", "novalue"])]
+    #[case(&["--max-connections", "0"])]
+    #[case(&["--max-in-flight", "0"])]
+    #[case(&["--max-body-bytes", "0"])]
+    #[case(&["--max-body-bytes", "100000000"])]
+    #[case(&["--http2-max-streams", "0"])]
+    #[case(&["--header-timeout", "0s"])]
+    #[case(&["--body-timeout", "soon"])]
     #[case(&["--prestop-seconds", "-1"])]
     #[case(&["--prestop-mode", "maybe"])]
     fn bad_flags_are_refused(#[case] extra: &[&str]) {
@@ -671,5 +831,19 @@ mod tests {
         args.inject.condition_prefix = DEFAULT_CONDITION_PREFIX.into();
         args.inject.prestop_seconds = 500;
         assert!(args.inject.settings(PrestopAction::Sleep).is_err());
+    }
+
+    #[rstest]
+    #[case(&[], Some((5, 2)))]
+    #[case(&["--lease-duration", "15s", "--lease-renew-before", "5s"], Some((15, 5)))]
+    #[case(&["--lease-duration", "2s", "--lease-renew-before", "2s"], None)]
+    #[case(&["--lease-duration", "0", "--lease-renew-before", "0"], None)]
+    fn lease_timings(#[case] extra: &[&str], #[case] expected: Option<(u64, u64)>) {
+        let mut argv = vec!["gracegate", "watcher"];
+        argv.extend_from_slice(extra);
+        let Command::Watcher(args) = Cli::try_parse_from(argv).unwrap().command else {
+            panic!("watcher")
+        };
+        assert_eq!(args.lease.timings().ok(), expected);
     }
 }

@@ -88,6 +88,12 @@ impl Cluster {
 
     /// Stores filled once from `objects` (for `--objects DIR`); synced at once.
     pub fn from_objects(objects: Objects) -> Cluster {
+        Cluster::with_writers(objects).0
+    }
+
+    /// [`Cluster::from_objects`], keeping the stores' writers: whoever holds them plays the
+    /// watches (tests delete and recreate objects with them).
+    pub fn with_writers(objects: Objects) -> (Cluster, Writers) {
         let (namespaces, mut w_ns) = reflector::store();
         let (services, mut w_svc) = reflector::store();
         let (bindings, mut w_tgb) = reflector::store();
@@ -96,7 +102,7 @@ impl Cluster {
         fill(&mut w_svc, objects.services);
         fill(&mut w_tgb, objects.bindings);
         fill(&mut w_ing, objects.ingresses);
-        Cluster {
+        let cluster = Cluster {
             namespaces,
             services,
             bindings,
@@ -104,7 +110,14 @@ impl Cluster {
             target_groups: Arc::new(ArcSwap::from_pointee(objects.target_groups)),
             records_loaded: Arc::new(AtomicBool::new(true)),
             synced: Arc::new(AtomicBool::new(true)),
-        }
+        };
+        let writers = Writers {
+            namespaces: w_ns,
+            services: w_svc,
+            bindings: w_tgb,
+            ingresses: w_ing,
+        };
+        (cluster, writers)
     }
 
     /// Stores kept up to date by reflectors. The returned future drives them (and marks the
@@ -150,6 +163,14 @@ impl Cluster {
         };
         (cluster, drive)
     }
+}
+
+/// The writers of a [`Cluster`]'s stores (see [`Cluster::with_writers`]).
+pub struct Writers {
+    pub namespaces: reflector::store::Writer<Namespace>,
+    pub services: reflector::store::Writer<Service>,
+    pub bindings: reflector::store::Writer<TargetGroupBinding>,
+    pub ingresses: reflector::store::Writer<Ingress>,
 }
 
 fn fill<K>(writer: &mut reflector::store::Writer<K>, objects: Vec<K>)

@@ -16,6 +16,7 @@ pub mod certs;
 pub mod cli;
 pub mod cluster;
 pub mod drain;
+pub mod election;
 pub mod facts;
 pub mod health;
 pub mod inject;

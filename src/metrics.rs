@@ -36,6 +36,21 @@ impl Outcome {
     }
 }
 
+/// Which cap refused a client on the HTTPS port, as `gracegate_webhook_refused_total{limit}`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RefusedLabels {
+    pub limit: &'static str,
+}
+
+impl RefusedLabels {
+    /// `--max-connections`: the connection was reset right after accept.
+    pub const CONNECTIONS: RefusedLabels = RefusedLabels {
+        limit: "connections",
+    };
+    /// `--max-in-flight`: the request was answered 503.
+    pub const IN_FLIGHT: RefusedLabels = RefusedLabels { limit: "in_flight" };
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct AwsLabels {
     pub operation: &'static str,
@@ -80,6 +95,8 @@ pub struct Metrics {
     pub drain: Family<TargetGroupLabels, Histogram, fn() -> Histogram>,
     pub deregistration_lag: Histogram,
     pub leader: Gauge,
+    pub webhook_connections: Gauge,
+    pub webhook_refused: Family<RefusedLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -160,6 +177,21 @@ impl Default for Metrics {
             "1 on the replica that holds the Lease and runs the watcher, else 0",
             leader.clone(),
         );
+        let webhook_connections = Gauge::default();
+        registry.register(
+            "webhook_connections",
+            "Open connections on the webhook's HTTPS port, TLS handshakes included",
+            webhook_connections.clone(),
+        );
+        let webhook_refused = Family::<RefusedLabels, Counter>::default();
+        registry.register(
+            "webhook_refused",
+            "Connections reset (limit=connections) and requests answered 503 (limit=in_flight) by the webhook's caps",
+            webhook_refused.clone(),
+        );
+        for limit in [RefusedLabels::CONNECTIONS, RefusedLabels::IN_FLIGHT] {
+            let _ = webhook_refused.get_or_create(&limit);
+        }
         // Known label values start at 0 (see AWS_OPERATIONS).
         for outcome in [
             Outcome::Patched,
@@ -190,6 +222,8 @@ impl Default for Metrics {
             drain,
             deregistration_lag,
             leader,
+            webhook_connections,
+            webhook_refused,
         }
     }
 }
@@ -202,6 +236,10 @@ impl Metrics {
             })
             .inc();
         self.admission_duration.observe(seconds);
+    }
+
+    pub fn refused(&self, limit: RefusedLabels) {
+        self.webhook_refused.get_or_create(&limit).inc();
     }
 
     pub fn aws(&self, operation: &'static str, outcome: &'static str) {

@@ -6,7 +6,6 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use kube::Client;
-use kube_lease_manager::LeaseManagerBuilder;
 use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
@@ -15,6 +14,7 @@ use tracing::{error, info, warn};
 use crate::aws::{self, Elb, ElbOptions};
 use crate::cli::{LeaseArgs, ServeArgs, WatchArgs, WatcherArgs};
 use crate::cluster::Cluster;
+use crate::election::Election;
 use crate::inject::Settings;
 use crate::metrics::Metrics;
 use crate::targets::GateSettings;
@@ -23,11 +23,6 @@ use crate::webhook::conn::Timeouts;
 use crate::webhook::server::{self, shutdown_signal};
 use crate::webhook::{Context, Health};
 use crate::{Error, Result};
-
-/// Lease validity; a new leader takes over at most this long after the old one died.
-const LEASE_SECONDS: u64 = 15;
-/// The holder renews this long before expiry; also the clock skew tolerated between nodes.
-const LEASE_GRACE_SECONDS: u64 = 5;
 
 /// `gracegate serve`.
 pub async fn run_serve(args: ServeArgs) -> Result<()> {
@@ -41,14 +36,15 @@ pub async fn run_serve(args: ServeArgs) -> Result<()> {
     let running = server::start(options, context.clone()).await?;
     let prefix = context.settings.condition_prefix.clone();
     let namespace = crate::cluster::own_namespace(args.webhook.namespace.as_deref(), &client);
-    tokio::select! {
-        _ = shutdown_signal() => {}
-        // The webhook's readiness never waits for the watcher's pod cache.
-        result = lead(client, context, prefix, namespace, args.watch, args.lease, false) => {
-            if let Err(error) = result {
-                warn!(error = %crate::report(&error), "leader election ended; shutting down");
-            }
-        }
+    // On SIGTERM the watcher stops writing and the Lease is released (`lead`) while the
+    // webhook keeps answering through its shutdown delay.
+    let stop = on_shutdown_signal();
+    // The webhook's readiness never waits for the watcher's pod cache.
+    let led = lead(
+        client, context, prefix, namespace, args.watch, args.lease, false, stop,
+    );
+    if let Err(error) = led.await {
+        warn!(error = %crate::report(&error), "leader election ended; shutting down");
     }
     running
         .shutdown(Duration::from_secs(args.webhook.shutdown_delay_seconds))
@@ -76,14 +72,24 @@ pub async fn run_watcher(args: WatcherArgs) -> Result<()> {
     let (admin_addr, _admin_handle, admin) =
         server::serve_admin(args.admin_listen, &context, Timeouts::default())?;
     info!(%admin_addr, "watcher admin serving");
+    let stop = on_shutdown_signal();
+    let led = lead(
+        client,
+        context,
+        args.condition_prefix,
+        namespace,
+        args.watch,
+        args.lease,
+        true,
+        stop.clone(),
+    );
     tokio::select! {
-        _ = shutdown_signal() => {}
         result = admin => {
             if let Ok(Err(error)) = result {
                 warn!(error = %crate::report(&error), "admin listener failed");
             }
         }
-        result = lead(client, context, args.condition_prefix, namespace, args.watch, args.lease, true) => {
+        result = led => {
             if let Err(error) = result {
                 warn!(error = %crate::report(&error), "leader election ended; shutting down");
             }
@@ -92,8 +98,23 @@ pub async fn run_watcher(args: WatcherArgs) -> Result<()> {
     Ok(())
 }
 
+/// A receiver that turns true on SIGTERM or Ctrl-C.
+fn on_shutdown_signal() -> tokio::sync::watch::Receiver<bool> {
+    let (tx, rx) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        shutdown_signal().await;
+        let _ = tx.send(true);
+    });
+    rx
+}
+
+/// How long a stopping replica waits for the Lease release to reach the API server.
+const RELEASE_TIMEOUT: Duration = Duration::from_secs(3);
+
 /// Take part in the election; while leading, watch target health. With
-/// `ready_after_pod_sync`, `/readyz` is false while the leader fills its pod cache.
+/// `ready_after_pod_sync`, `/readyz` is false while the leader fills its pod cache. Returns
+/// when `stop` turns true, once the watcher has stopped and the Lease is released.
+#[allow(clippy::too_many_arguments)]
 async fn lead(
     client: Client,
     context: Context,
@@ -102,6 +123,7 @@ async fn lead(
     watch: WatchArgs,
     lease: LeaseArgs,
     ready_after_pod_sync: bool,
+    mut stop: tokio::sync::watch::Receiver<bool>,
 ) -> Result<()> {
     let options = ElbOptions {
         rate_per_second: watch.aws_rate,
@@ -131,15 +153,20 @@ async fn lead(
         .clone()
         .or_else(|| env("POD_NAMESPACE"))
         .unwrap_or_else(|| client.default_namespace().to_string());
-    let manager = LeaseManagerBuilder::new(client.clone(), &lease.lease_name)
-        .with_namespace(&namespace)
-        .with_identity(&identity)
-        .with_duration(LEASE_SECONDS)
-        .with_grace(LEASE_GRACE_SECONDS)
-        .build()
-        .await
-        .map_err(|e| Error::Lease(e.to_string()))?;
-    let (leader, _lease_task) = manager.watch().await;
+    let (duration, grace) = lease.timings()?;
+    let election = Election {
+        client: client.clone(),
+        lease: lease.lease_name.clone(),
+        namespace: namespace.clone(),
+        identity: identity.clone(),
+        duration,
+        grace,
+    };
+    let election = tokio::select! {
+        started = election.start() => started?,
+        _ = stop.wait_for(|s| *s) => return Ok(()),
+    };
+    let leader = election.leader.clone();
     info!(%identity, lease = %lease.lease_name, %namespace, "taking part in the leader election");
     let metrics = context.metrics.clone();
     let spawn = || {
@@ -159,7 +186,14 @@ async fn lead(
         leader_gauge.leader.set(0);
         health.pods_syncing.store(false, Ordering::Release);
     };
-    supervise(leader, spawn, stopped, RESTART_BACKOFF).await
+    let shutdown = async move {
+        let _ = stop.wait_for(|s| *s).await;
+    };
+    let result = supervise(leader, spawn, stopped, RESTART_BACKOFF, shutdown).await;
+    // The watcher has stopped (supervise aborts and awaits it): only now is the Lease
+    // released, so the next leader never writes beside this one.
+    election.release(RELEASE_TIMEOUT).await;
+    result
 }
 
 /// `--identity` (`GRACEGATE_IDENTITY`), else the downward API's `POD_NAME`, else `HOSTNAME`.
@@ -178,15 +212,18 @@ const MAX_RESTART_BACKOFF: Duration = Duration::from_secs(60);
 /// call `stopped`) when the Lease is lost. A task that ends while the Lease is still held (a
 /// panic, or a watch that gave up) is restarted after a backoff: otherwise the replica would
 /// keep the Lease, so no other replica could take over, while no gate is ever set.
-/// Returns when the lease manager stops.
-async fn supervise(
+/// Returns when the lease manager stops, or on `shutdown` once the task has ended (aborted and
+/// awaited: no write of this replica's can follow).
+pub async fn supervise(
     mut leader: tokio::sync::watch::Receiver<bool>,
     mut spawn: impl FnMut() -> JoinHandle<()>,
     stopped: impl Fn(),
     backoff: Duration,
+    shutdown: impl Future<Output = ()>,
 ) -> Result<()> {
     let mut running: Option<(JoinHandle<()>, Instant)> = None;
     let mut delay = backoff;
+    tokio::pin!(shutdown);
     loop {
         let leading = *leader.borrow_and_update();
         match (leading, running.take()) {
@@ -208,6 +245,15 @@ async fn supervise(
             }
         };
         tokio::select! {
+            _ = &mut shutdown => {
+                if let Some((task, _)) = running.take() {
+                    task.abort();
+                    let _ = task.await;
+                    stopped();
+                }
+                info!("stopped: the watcher writes nothing more");
+                return Ok(());
+            }
             changed = leader.changed() => {
                 if changed.is_err() {
                     if let Some((task, _)) = running {
@@ -311,6 +357,7 @@ mod tests {
                 st.fetch_add(1, Ordering::SeqCst);
             },
             Duration::from_secs(1),
+            std::future::pending(),
         ));
         tokio::time::sleep(Duration::from_secs(5)).await;
         assert_eq!(
@@ -379,6 +426,7 @@ mod tests {
             },
             || {},
             Duration::from_secs(1),
+            std::future::pending(),
         ));
         tokio::time::sleep(Duration::from_secs(600)).await;
         assert_eq!(started.load(Ordering::SeqCst), 1);
@@ -388,5 +436,41 @@ mod tests {
         tokio::time::sleep(Duration::from_secs(1)).await;
         assert_eq!(Arc::strong_count(&alive), 2, "the task was aborted");
         supervisor.abort();
+    }
+
+    /// SIGTERM on the leader: the watcher task is aborted and has ended before `supervise`
+    /// returns, so the Lease (released next) never has two writers behind it.
+    #[tokio::test(start_paused = true)]
+    async fn shutdown_stops_the_watcher_before_returning() {
+        let (_tx, rx) = tokio::sync::watch::channel(true);
+        let alive = Arc::new(());
+        let stops = starts();
+        let (a, st) = (alive.clone(), stops.clone());
+        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let supervisor = tokio::spawn(supervise(
+            rx,
+            move || {
+                let guard = a.clone();
+                tokio::spawn(async move {
+                    let _guard = guard;
+                    std::future::pending::<()>().await
+                })
+            },
+            move || {
+                st.fetch_add(1, Ordering::SeqCst);
+            },
+            Duration::from_secs(1),
+            async {
+                let _ = stop_rx.await;
+            },
+        ));
+        tokio::time::sleep(Duration::from_secs(10)).await;
+        assert_eq!(Arc::strong_count(&alive), 3, "leading, the task runs");
+        stop_tx.send(()).unwrap();
+        let result = supervisor.await.unwrap();
+        assert!(result.is_ok());
+        // Returned only after the task was gone: nothing of it is left.
+        assert_eq!(Arc::strong_count(&alive), 1);
+        assert_eq!(stops.load(Ordering::SeqCst), 1);
     }
 }

@@ -108,24 +108,24 @@ impl GateWriter {
     }
 }
 
-async fn patch(
-    ctx: &Context,
-    gate: &PendingGate,
-    condition: &PodCondition,
-) -> Result<(), kube::Error> {
+/// A status patch the API server has not answered in this long is given up (and retried
+/// with backoff): a hung request must not hold up the tick, and every other gate with it.
+pub const PATCH_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+async fn patch(ctx: &Context, gate: &PendingGate, condition: &PodCondition) -> Result<(), String> {
     let api: Api<Pod> = Api::namespaced(ctx.client.clone(), &gate.namespace);
     let body = health::status_patch(&gate.uid, condition);
-    match api
-        .patch_status(&gate.pod, &PatchParams::default(), &Patch::Strategic(&body))
-        .await
-    {
-        Ok(_) => Ok(()),
+    let (params, body) = (PatchParams::default(), Patch::Strategic(&body));
+    let sent = api.patch_status(&gate.pod, &params, &body);
+    match tokio::time::timeout(PATCH_TIMEOUT, sent).await {
+        Ok(Ok(_)) => Ok(()),
         // Gone, or replaced by a pod of the same name (the UID precondition): nothing to do.
-        Err(kube::Error::Api(status)) if status.code == 404 || status.code == 409 => {
+        Ok(Err(kube::Error::Api(status))) if status.code == 404 || status.code == 409 => {
             debug!(pod = %gate.pod, code = status.code, "pod gone; condition not written");
             Ok(())
         }
-        Err(error) => Err(error),
+        Ok(Err(error)) => Err(crate::report(&error)),
+        Err(_) => Err(format!("no answer in {}s", PATCH_TIMEOUT.as_secs())),
     }
 }
 

@@ -19,8 +19,8 @@ use std::time::Instant;
 
 use axum::Router;
 use axum::body::{Body, Bytes};
-use axum::extract::State;
-use axum::http::{StatusCode, header};
+use axum::extract::{Request, State};
+use axum::http::{HeaderValue, StatusCode, Version, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use tracing::{debug, info, warn};
@@ -29,14 +29,15 @@ use crate::cluster::Cluster;
 use crate::inject::Settings;
 use crate::metrics::{Metrics, Outcome};
 
-/// Largest AdmissionReview accepted. The API server's own request limit is 3 MiB, so a
-/// larger body cannot be a real review.
+/// Largest AdmissionReview accepted by default (`--max-body-bytes`). The API server's own
+/// request limit is 3 MiB, so a larger body cannot be a real review.
+///
+/// An oversized body is never read whole: a `Content-Length` over the limit is answered 413
+/// before any of the body is read, and a chunked or HTTP/2 body as soon as it passes the
+/// limit. The HTTP/1.1 connection is then closed (its unread rest cannot be skipped) and the
+/// HTTP/2 stream reset; a client still sending may see that instead of the 413. Only a client
+/// that is not the API server can send such a body.
 pub const MAX_BODY_BYTES: usize = 3 * 1024 * 1024;
-/// How much of an oversized body is read (and dropped) before the 413 goes out, so that a
-/// client still sending reads the answer: answering mid-body resets an HTTP/2 stream (which
-/// some clients, curl among them, report instead of the 413) and cuts an HTTP/1.1
-/// connection. Past this the answer goes out anyway.
-pub const DRAIN_BODY_BYTES: usize = 16 * 1024 * 1024;
 
 /// What the webhook's handlers share.
 #[derive(Clone)]
@@ -65,10 +66,20 @@ impl Context {
     }
 }
 
-/// `POST /mutate`.
+/// `POST /mutate`, bodies up to [`MAX_BODY_BYTES`].
 pub fn router(context: Context) -> Router {
+    router_with_body_limit(context, MAX_BODY_BYTES)
+}
+
+/// `POST /mutate`, bodies up to `max_body_bytes` (`--max-body-bytes`).
+pub fn router_with_body_limit(context: Context, max_body_bytes: usize) -> Router {
     Router::new()
-        .route("/mutate", post(mutate))
+        .route(
+            "/mutate",
+            post(move |State(context): State<Context>, request: Request| {
+                mutate(context, max_body_bytes, request)
+            }),
+        )
         .with_state(context)
 }
 
@@ -81,23 +92,47 @@ pub fn admin_router(context: Context) -> Router {
         .with_state(context)
 }
 
-async fn mutate(State(context): State<Context>, body: Body) -> Response {
+async fn mutate(context: Context, max_body_bytes: usize, request: Request) -> Response {
     let start = Instant::now();
-    let body = match read_body(body).await {
+    let http1 = request.version() < Version::HTTP_2;
+    let announced = request
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    let body = match announced {
+        Some(length) if length > max_body_bytes as u64 => Err(BodyError::TooLarge {
+            received: 0,
+            announced: Some(length),
+        }),
+        _ => read_body(request.into_body(), max_body_bytes).await,
+    };
+    let body = match body {
         Ok(body) => body,
-        Err(BodyError::TooLarge { received }) => {
+        Err(BodyError::TooLarge {
+            received,
+            announced,
+        }) => {
             context
                 .metrics
                 .admission(Outcome::Rejected, start.elapsed().as_secs_f64());
             warn!(
                 received_bytes = received,
-                limit_bytes = MAX_BODY_BYTES,
-                "admission review over the size limit; answered 413"
+                announced_bytes = announced,
+                limit_bytes = max_body_bytes,
+                "admission review over the size limit; answered 413 without reading the rest"
             );
             let message = format!(
-                "gracegate: the body is over {MAX_BODY_BYTES} bytes, the API server's own limit\n"
+                "gracegate: the body is over {max_body_bytes} bytes (--max-body-bytes; the API server's own limit is {MAX_BODY_BYTES})\n"
             );
-            return (StatusCode::PAYLOAD_TOO_LARGE, message).into_response();
+            let mut response = (StatusCode::PAYLOAD_TOO_LARGE, message).into_response();
+            if http1 {
+                // The unread rest of the body cannot be skipped: the connection ends here.
+                response
+                    .headers_mut()
+                    .insert(header::CONNECTION, HeaderValue::from_static("close"));
+            }
+            return response;
         }
         Err(BodyError::Read(error)) => {
             context
@@ -146,28 +181,25 @@ async fn mutate(State(context): State<Context>, body: Body) -> Response {
 }
 
 enum BodyError {
-    TooLarge { received: usize },
+    TooLarge {
+        received: usize,
+        announced: Option<u64>,
+    },
     Read(axum::Error),
 }
 
-/// The whole body, up to [`MAX_BODY_BYTES`]. A larger one is read on (and dropped) up to
-/// [`DRAIN_BODY_BYTES`] before the error, so the client gets to read the 413.
-async fn read_body(body: Body) -> Result<Bytes, BodyError> {
+/// The whole body, up to `limit` bytes; reading stops at the chunk that passes the limit.
+async fn read_body(body: Body, limit: usize) -> Result<Bytes, BodyError> {
     use futures::StreamExt;
     let mut stream = body.into_data_stream();
     let mut buf = Vec::new();
-    let mut received = 0usize;
     while let Some(chunk) = stream.next().await {
         let chunk = chunk.map_err(BodyError::Read)?;
-        received += chunk.len();
-        if received > MAX_BODY_BYTES {
-            while received <= DRAIN_BODY_BYTES {
-                match stream.next().await {
-                    Some(Ok(chunk)) => received += chunk.len(),
-                    _ => break,
-                }
-            }
-            return Err(BodyError::TooLarge { received });
+        if buf.len() + chunk.len() > limit {
+            return Err(BodyError::TooLarge {
+                received: buf.len() + chunk.len(),
+                announced: None,
+            });
         }
         buf.extend_from_slice(&chunk);
     }

@@ -11,9 +11,9 @@ use kube::Client;
 use tokio::task::JoinHandle;
 use tracing::{info, warn};
 
-use super::conn::{self, BodyLimit, TcpAcceptor, Timeouts};
+use super::conn::{self, BodyLimit, ConnectionCap, InFlight, Limits, TcpAcceptor, Timeouts};
 use super::tls::{CertFiles, Certificate};
-use super::{Context, Health, admin_router, router};
+use super::{Context, Health, admin_router, router_with_body_limit};
 use crate::cli::{PrestopMode, WebhookArgs, parse_server_version};
 use crate::cluster::{Cluster, Objects};
 use crate::metrics::Metrics;
@@ -30,6 +30,9 @@ pub struct Options {
     pub cert_reload: Duration,
     /// Header, body and idle limits, the same on both ports.
     pub timeouts: Timeouts,
+    /// Connection, in-flight, body and HTTP/2 stream caps, the same on both ports (each port
+    /// counts its own).
+    pub limits: Limits,
 }
 
 /// A started webhook.
@@ -50,35 +53,43 @@ pub async fn start(options: Options, context: Context) -> Result<Running> {
     context.health.tls_loaded.store(true, Ordering::Release);
     let cert_watch = tokio::spawn(certificate.clone().watch(loaded, options.cert_reload));
     let timeouts = options.timeouts;
+    let limits = options.limits;
+    check_fd_limit(&limits);
     let acceptor = TcpAcceptor {
         idle: timeouts.idle,
+        cap: ConnectionCap::new(limits.max_connections, Some(context.metrics.clone())),
     };
 
-    // Both ports: the same acceptor (TCP_NODELAY, idle limit), header and body timeouts.
-    let (admin_addr, admin_handle, admin) = serve_admin(options.admin_listen, &context, timeouts)?;
+    // Both ports: the same acceptor (cap, TCP_NODELAY, idle limit), timeouts and caps.
+    let (admin_addr, admin_handle, admin) =
+        serve_admin_with(options.admin_listen, &context, timeouts, limits)?;
 
     let listener = conn::bind(options.listen)?;
     let addr = listener
         .local_addr()
         .map_err(|e| Error::io(options.listen.to_string(), e))?;
     let handle = Handle::new();
-    let tls = RustlsAcceptor::new(certificate.rustls_config()).acceptor(acceptor);
+    let tls = RustlsAcceptor::new(certificate.rustls_config())
+        .handshake_timeout(timeouts.header)
+        .acceptor(acceptor);
     let mut server = axum_server::from_tcp(listener)
         .map_err(|e| Error::io(addr.to_string(), e))?
         .acceptor(tls)
         .handle(handle.clone())
         .first_request_timeout(timeouts.header);
-    server
-        .http_builder()
-        .http1()
-        .header_read_timeout(Some(timeouts.idle));
-    let app = router(context.clone()).layer(axum::middleware::from_fn_with_state(
-        BodyLimit {
-            timeout: timeouts.body,
-            metrics: Some(context.metrics.clone()),
-        },
-        conn::request_timeout,
-    ));
+    configure(&mut server, timeouts, limits);
+    let app = router_with_body_limit(context.clone(), limits.max_body_bytes)
+        .layer(axum::middleware::from_fn_with_state(
+            BodyLimit {
+                timeout: timeouts.body,
+                metrics: Some(context.metrics.clone()),
+            },
+            conn::request_timeout,
+        ))
+        .layer(axum::middleware::from_fn_with_state(
+            InFlight::new(limits.max_in_flight, Some(context.metrics.clone())),
+            conn::in_flight,
+        ));
     let https = tokio::spawn(server.serve(app.into_make_service()));
     handle.listening().await;
     admin_handle.listening().await;
@@ -96,12 +107,56 @@ pub async fn start(options: Options, context: Context) -> Result<Running> {
     })
 }
 
+/// hyper's settings for both ports: the idle limit on the wait for HTTP/1.1 headers, and the
+/// HTTP/2 stream cap.
+fn configure<A: axum_server::Address, Acc>(
+    server: &mut axum_server::Server<A, Acc>,
+    timeouts: Timeouts,
+    limits: Limits,
+) {
+    let builder = server.http_builder();
+    builder.http1().header_read_timeout(Some(timeouts.idle));
+    builder
+        .http2()
+        .max_concurrent_streams(Some(limits.http2_max_streams));
+}
+
+/// Raise the soft limit on open files if it can, and warn when the connection caps of both
+/// ports would not fit under it.
+fn check_fd_limit(limits: &Limits) {
+    let needed = 2 * limits.max_connections as u64 + 64;
+    match conn::raise_fd_limit() {
+        Some(soft) if soft < needed => warn!(
+            open_files = soft,
+            needed,
+            max_connections = limits.max_connections,
+            "the open-file limit is below what --max-connections allows on both ports; \
+             past it connections fail to be accepted rather than being reset"
+        ),
+        _ => {}
+    }
+}
+
 /// The admin port (`/livez`, `/readyz`, `/metrics`) on `listen`, with the HTTPS port's
-/// connection handling; also `gracegate watcher`'s only port.
+/// connection handling and the default caps; also `gracegate watcher`'s only port.
 pub fn serve_admin(
     listen: SocketAddr,
     context: &Context,
     timeouts: Timeouts,
+) -> Result<(
+    SocketAddr,
+    Handle<SocketAddr>,
+    JoinHandle<std::io::Result<()>>,
+)> {
+    serve_admin_with(listen, context, timeouts, Limits::default())
+}
+
+/// [`serve_admin`] with the given caps.
+pub fn serve_admin_with(
+    listen: SocketAddr,
+    context: &Context,
+    timeouts: Timeouts,
+    limits: Limits,
 ) -> Result<(
     SocketAddr,
     Handle<SocketAddr>,
@@ -116,20 +171,23 @@ pub fn serve_admin(
         .map_err(|e| Error::io(addr.to_string(), e))?
         .acceptor(TcpAcceptor {
             idle: timeouts.idle,
+            cap: ConnectionCap::new(limits.max_connections, None),
         })
         .handle(handle.clone())
         .first_request_timeout(timeouts.header);
-    server
-        .http_builder()
-        .http1()
-        .header_read_timeout(Some(timeouts.idle));
-    let app = admin_router(context.clone()).layer(axum::middleware::from_fn_with_state(
-        BodyLimit {
-            timeout: timeouts.body,
-            metrics: None,
-        },
-        conn::request_timeout,
-    ));
+    configure(&mut server, timeouts, limits);
+    let app = admin_router(context.clone())
+        .layer(axum::middleware::from_fn_with_state(
+            BodyLimit {
+                timeout: timeouts.body,
+                metrics: None,
+            },
+            conn::request_timeout,
+        ))
+        .layer(axum::middleware::from_fn_with_state(
+            InFlight::new(limits.max_in_flight, None),
+            conn::in_flight,
+        ));
     Ok((
         addr,
         handle,
@@ -225,7 +283,8 @@ pub async fn prepare(args: &WebhookArgs, client: Option<Client>) -> Result<(Cont
             key: args.tls_key.clone(),
         },
         cert_reload: Duration::from_secs(args.cert_reload_seconds.max(1)),
-        timeouts: Timeouts::default(),
+        timeouts: args.limits.timeouts(),
+        limits: args.limits.limits(),
     };
     Ok((context, options))
 }

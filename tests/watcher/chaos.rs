@@ -242,3 +242,153 @@ async fn bookkeeping_stays_bounded_while_ten_thousand_pods_churn() {
         .sum();
     assert_eq!(drains, 50, "the record keeps only the newest 50");
 }
+
+/// The conditions written for pod `p1`, in order: (status, reason).
+fn written(s: &Setup) -> Vec<(String, String)> {
+    s.api
+        .patches()
+        .iter()
+        .filter(|p| p.path.ends_with("/pods/p1/status"))
+        .map(|p| {
+            let c = &p.body["status"]["conditions"][0];
+            (
+                c["status"].as_str().unwrap_or_default().to_string(),
+                c["reason"].as_str().unwrap_or_default().to_string(),
+            )
+        })
+        .collect()
+}
+
+/// The Service behind the binding deleted mid-rollout and recreated: the gate says it has no
+/// data while it is gone, and turns True from the load balancer once it is back.
+#[tokio::test]
+async fn a_service_deleted_and_recreated_mid_rollout() {
+    let (cluster, mut writers, objects) = cluster_with_writers(0);
+    let mut s = setup(
+        vec![pod(
+            "p1",
+            "10.0.0.7",
+            GATE,
+            Duration::from_secs(5),
+            json!([]),
+        )],
+        cluster,
+        None,
+    )
+    .await;
+    s.fake.set_health(
+        ARN,
+        "10.0.0.7",
+        80,
+        "initial",
+        Some("Elb.InitialHealthChecking"),
+        None,
+    );
+    s.watcher.tick(now()).await;
+    let service = objects.services[0].clone();
+    writers
+        .services
+        .apply_watcher_event(&Event::Delete(service.clone()));
+    s.watcher.tick(now()).await;
+    writers.services.apply_watcher_event(&Event::Apply(service));
+    s.fake
+        .set_health(ARN, "10.0.0.7", 80, "healthy", None, None);
+    s.watcher.tick(now()).await;
+    assert_eq!(
+        written(&s),
+        vec![
+            ("False".into(), "Elb.InitialHealthChecking".into()),
+            ("Unknown".into(), "NoTargetHealth".into()),
+            ("True".into(), "".into()),
+        ]
+    );
+}
+
+/// The binding deleted mid-rollout: its gates are released (a rollout must not wait for a
+/// binding that is gone); recreated, new pods are gated by it again, and the released gate
+/// stays True.
+#[tokio::test]
+async fn a_binding_deleted_and_recreated_mid_rollout() {
+    let (cluster, mut writers, objects) = cluster_with_writers(0);
+    let mut s = setup(
+        vec![pod(
+            "p1",
+            "10.0.0.7",
+            GATE,
+            Duration::from_secs(5),
+            json!([]),
+        )],
+        cluster,
+        None,
+    )
+    .await;
+    let binding = objects.bindings[0].clone();
+    writers
+        .bindings
+        .apply_watcher_event(&Event::Delete(binding.clone()));
+    let report = s.watcher.tick(now()).await;
+    assert_eq!((report.describe_calls, report.patches), (0, 1));
+    assert_eq!(
+        written(&s),
+        vec![("True".into(), "TargetGroupBindingDeleted".into())]
+    );
+    writers.bindings.apply_watcher_event(&Event::Apply(binding));
+    let mut released = pod(
+        "p1",
+        "10.0.0.7",
+        GATE,
+        Duration::from_secs(5),
+        json!([{ "type": GATE, "status": "True", "reason": "TargetGroupBindingDeleted" }]),
+    );
+    released.metadata.resource_version = Some("2".into());
+    s.pods.writer.apply_watcher_event(&Event::Apply(released));
+    s.pods.writer.apply_watcher_event(&Event::Apply(pod(
+        "p2",
+        "10.0.0.8",
+        GATE,
+        Duration::from_secs(1),
+        json!([]),
+    )));
+    s.fake
+        .set_health(ARN, "10.0.0.8", 80, "healthy", None, None);
+    let report = s.watcher.tick(now()).await;
+    assert_eq!(
+        (report.pending, report.describe_calls, report.patches),
+        (1, 1, 1)
+    );
+    assert_eq!(written(&s).len(), 1, "p1 is not written again");
+}
+
+/// A status patch the API server never answers is given up after its timeout and retried with
+/// backoff; the tick is not held up for longer than that.
+#[tokio::test(start_paused = true)]
+async fn a_hung_status_patch_is_given_up_and_retried() {
+    // No binding: the gate settles without the ELB, so the clock can be paused.
+    let mut s = setup(
+        vec![pod(
+            "p1",
+            "10.0.0.7",
+            GATE,
+            Duration::from_secs(5),
+            json!([]),
+        )],
+        cluster(0, true),
+        None,
+    )
+    .await;
+    s.api.fail_path("/status", 1);
+    let started = tokio::time::Instant::now();
+    let t0 = now();
+    let report = s.watcher.tick(t0.clone()).await;
+    assert_eq!(report.patches, 0);
+    assert_eq!(
+        started.elapsed(),
+        gracegate::watcher::gates::PATCH_TIMEOUT,
+        "the tick waited exactly the patch timeout"
+    );
+    s.api.fail_path("/status", 0);
+    // Backing off for a second after the failure.
+    assert_eq!(s.watcher.tick(after(&t0, 500)).await.patches, 0);
+    assert_eq!(s.watcher.tick(after(&t0, 1000)).await.patches, 1);
+    assert_eq!(status_patches(&s), 2);
+}

@@ -29,6 +29,30 @@ pub const ARN: &str = "arn:aws:elasticloadbalancing:ap-northeast-1:123456789012:
 /// The recorded 2048 objects; `extra_bindings` more bindings `tgb-N` (ARN `arn:tg/N`) on the
 /// same Service.
 pub fn cluster(extra_bindings: usize, drop_binding: bool) -> Cluster {
+    Cluster::from_objects(objects(extra_bindings, drop_binding))
+}
+
+/// [`cluster`], with the writers of its stores, to delete and recreate objects mid-test.
+pub fn cluster_with_writers(
+    extra_bindings: usize,
+) -> (Cluster, gracegate::cluster::Writers, Objects) {
+    let objects = objects(extra_bindings, false);
+    let copy = objects_copy(&objects);
+    let (cluster, writers) = Cluster::with_writers(objects);
+    (cluster, writers, copy)
+}
+
+fn objects_copy(o: &Objects) -> Objects {
+    Objects {
+        namespaces: o.namespaces.clone(),
+        services: o.services.clone(),
+        bindings: o.bindings.clone(),
+        ingresses: o.ingresses.clone(),
+        target_groups: o.target_groups.clone(),
+    }
+}
+
+fn objects(extra_bindings: usize, drop_binding: bool) -> Objects {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/cluster");
     let mut objects = Objects::load_dir(&dir).unwrap();
     let template = objects.bindings[0].clone();
@@ -41,7 +65,7 @@ pub fn cluster(extra_bindings: usize, drop_binding: bool) -> Cluster {
     if drop_binding {
         objects.bindings.remove(0);
     }
-    Cluster::from_objects(objects)
+    objects
 }
 
 /// A pod of the 2048 Deployment with `gate`, created `age` ago, with IP `ip`.
@@ -154,6 +178,7 @@ impl MockApi {
         let record = seen.clone();
         let failing: Arc<Mutex<Option<(String, u16)>>> = Arc::default();
         let fail = failing.clone();
+        let mut hung = Vec::new();
         let task = tokio::spawn(async move {
             while let Some((request, send)) = handle.next_request().await {
                 let at = Instant::now();
@@ -186,6 +211,11 @@ impl MockApi {
                     content_type,
                     body,
                 });
+                if let Some((_, 1)) = failure {
+                    // Never answered: the request hangs until the client gives up.
+                    hung.push(send);
+                    continue;
+                }
                 if let Some((_, code)) = failure {
                     let status = json!({ "apiVersion": "v1", "kind": "Status", "status": "Failure",
                                          "message": "injected", "reason": "InternalError", "code": code });
@@ -217,7 +247,8 @@ impl MockApi {
         }
     }
 
-    /// Answer requests whose path contains `part` with `code` (0: answer normally again).
+    /// Answer requests whose path contains `part` with `code` (0: answer normally again; 1:
+    /// never answer).
     pub fn fail_path(&self, part: &str, code: u16) {
         *self.failing.lock().unwrap() = (code != 0).then(|| (part.to_string(), code));
     }

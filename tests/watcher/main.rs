@@ -4,6 +4,7 @@
 
 mod chaos;
 mod departures;
+mod election;
 mod end_to_end;
 mod facts;
 #[path = "../support/fake_elb.rs"]

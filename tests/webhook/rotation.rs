@@ -97,6 +97,7 @@ async fn rotating_static_certificates_leaves_no_gap() {
         },
         cert_reload: Duration::from_millis(100),
         timeouts: Default::default(),
+        limits: Default::default(),
     };
     let running = start(options, context(Settings::default())).await.unwrap();
     let port = running.addr.port();

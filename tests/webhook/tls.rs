@@ -97,6 +97,7 @@ fn options(dir: &Path) -> Options {
         },
         cert_reload: Duration::from_millis(50),
         timeouts: Default::default(),
+        limits: Default::default(),
     }
 }
 
