@@ -8,7 +8,7 @@ ADMIN   ?= 127.0.0.1:8080
 VENV    ?= .venv
 MOTO_VERSION ?= 5.2.5
 
-.PHONY: run test test-rules certs build release bench lint fmt clean review install install-bin image image-push dev-bin
+.PHONY: run test test-rules certs build release bench lint fmt clean review install install-bin image image-push dev-bin fuzz fuzz-smoke
 
 # Where cargo puts its output (CARGO_TARGET_DIR, else target/).
 TARGET_DIR ?= $(or $(CARGO_TARGET_DIR),target)
@@ -39,6 +39,7 @@ test: $(VENV)/bin/moto_server test-rules
 	set -o pipefail; { $(CARGO) test --locked --lib --bins --tests --examples --bench inject && \
 	  MOTO_SERVER=$(abspath $(VENV))/bin/moto_server $(CARGO) test --locked --test aws \
 	    -- --ignored moto_conformance; } 2>&1 | tee target/test.log
+	$(MAKE) --no-print-directory fuzz-smoke
 	@awk '/^test result:/ { passed += $$4; failed += $$6; ignored += $$8 } END { printf "tests: %d passed, %d failed\n", passed, failed }' target/test.log
 
 ## test-rules: `promtool check rules` and `promtool test rules` on the PrometheusRule in
@@ -138,6 +139,27 @@ $(BENCH_TOOLS)/bin/oha:
 ## lint: rustfmt, and clippy over every target with the test build's features. CI runs it
 ## after `make test`; clippy checks the dependencies in check mode (metadata only, not the
 ## test build's artifacts): ~3 CPU-minutes on a cold target directory, seconds once cached.
+## fuzz: every fuzz target (fuzz/, cargo-fuzz + libFuzzer) for FUZZ_SECONDS each, seeded from
+## tests/fixtures; findings land in fuzz/artifacts/. Results in BENCHMARKS.md ("Fuzzing").
+## fuzz-smoke: the same for FUZZ_SMOKE_SECONDS each, run by `make test`.
+## cargo-fuzz is installed into $(FUZZ_TOOLS); it passes nightly-only flags to rustc, which
+## RUSTC_BOOTSTRAP=1 lets the stable toolchain take. The fuzz build has its own target dir.
+FUZZ_TOOLS ?= .fuzz-tools
+CARGO_FUZZ_VERSION ?= 0.13.2
+FUZZ_SECONDS ?= 120
+FUZZ_SMOKE_SECONDS ?= 3
+FUZZ_RUN = env -u CARGO_TARGET_DIR RUSTC_BOOTSTRAP=1 \
+  CARGO_FUZZ=$(abspath $(FUZZ_TOOLS))/bin/cargo-fuzz fuzz/run.sh
+
+fuzz: $(FUZZ_TOOLS)/bin/cargo-fuzz
+	$(FUZZ_RUN) $(FUZZ_SECONDS)
+
+fuzz-smoke: $(FUZZ_TOOLS)/bin/cargo-fuzz
+	$(FUZZ_RUN) $(FUZZ_SMOKE_SECONDS)
+
+$(FUZZ_TOOLS)/bin/cargo-fuzz:
+	$(CARGO) install cargo-fuzz --locked --version $(CARGO_FUZZ_VERSION) --root $(FUZZ_TOOLS)
+
 lint:
 	$(CARGO) fmt --check
 	$(CARGO) clippy --all-targets --locked -- -D warnings

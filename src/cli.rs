@@ -39,6 +39,8 @@ pub enum LogFormat {
     Json,
 }
 
+// Parsed once at start-up: the size of its largest variant costs nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Serve the mutating admission webhook (HTTPS) and its admin port (HTTP).

@@ -123,7 +123,11 @@ pub fn departures(
             .metadata
             .deletion_grace_period_seconds
             .unwrap_or_default();
-        let deleted_at = deletion.0 - SignedDuration::from_secs(grace);
+        // A grace period too long to subtract (the API server takes any int64) makes no drain
+        // worth measuring: such a pod is not followed, rather than the tick failing.
+        let Ok(deleted_at) = deletion.0.checked_sub(SignedDuration::from_secs(grace)) else {
+            continue;
+        };
         let gates = pod
             .spec
             .iter()
@@ -157,7 +161,11 @@ pub fn departures(
                 pod: pod.metadata.name.clone().unwrap_or_default(),
                 uid,
                 group,
-                prestop_ends: deleted_at + SignedDuration::from_secs(sleep as i64),
+                // A sleep that ends past the last representable time never ends.
+                prestop_ends: i64::try_from(sleep)
+                    .ok()
+                    .and_then(|s| deleted_at.checked_add(SignedDuration::from_secs(s)).ok())
+                    .unwrap_or(Timestamp::MAX),
                 target,
                 deleted_at,
                 draining_at: None,

@@ -6,5 +6,7 @@ mod bad_input;
 mod common;
 mod limits;
 mod ports;
+mod properties;
 mod rotation;
+mod rotation_load;
 mod tls;

@@ -80,7 +80,7 @@ async fn get_admin(running: &Running, path: &str) -> u16 {
         .as_u16()
 }
 
-fn temp_dir(name: &str) -> std::path::PathBuf {
+pub(crate) fn temp_dir(name: &str) -> std::path::PathBuf {
     let dir = std::env::temp_dir().join(format!("gracegate-{name}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     dir
@@ -101,7 +101,7 @@ fn options(dir: &Path) -> Options {
     }
 }
 
-async fn serve(dir: &Path) -> Running {
+pub(crate) async fn serve(dir: &Path) -> Running {
     let mut context = context(Settings::default());
     context.health = Arc::default(); // the server itself must mark the certificate loaded
     start(options(dir), context).await.unwrap()
