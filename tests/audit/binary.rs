@@ -7,11 +7,28 @@ use crate::{FakeApi, risky_cluster, serve_http};
 
 const BIN: &str = env!("CARGO_BIN_EXE_gracegate");
 
-fn temp_dir(name: &str) -> PathBuf {
+/// A scratch directory, removed when the test ends (the install test copies the whole
+/// binary into it: hundreds of MB a run).
+struct Scratch(PathBuf);
+
+impl std::ops::Deref for Scratch {
+    type Target = Path;
+    fn deref(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn temp_dir(name: &str) -> Scratch {
     let dir = std::env::temp_dir().join(format!("gracegate-audit-{name}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
-    dir
+    Scratch(dir)
 }
 
 /// A kubeconfig for `server`, context namespace game-2048.
