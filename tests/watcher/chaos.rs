@@ -392,3 +392,51 @@ async fn a_hung_status_patch_is_given_up_and_retried() {
     assert_eq!(s.watcher.tick(after(&t0, 1000)).await.patches, 1);
     assert_eq!(status_patches(&s), 2);
 }
+
+/// A v1 ALB ingress controller's legacy gate resolves through its Ingress: the Ingress deleted
+/// mid-rollout releases the gate like a deleted binding (a rollout must not wait on it), and it
+/// stays True once the Ingress is back.
+#[tokio::test]
+async fn an_ingress_deleted_and_recreated_mid_rollout() {
+    const LEGACY: &str = "target-health.alb.ingress.k8s.aws/ingress-2048_service-2048_80";
+    let (cluster, mut writers, objects) = cluster_with_writers(0);
+    let mut s = setup(
+        vec![pod(
+            "p1",
+            "10.0.0.7",
+            LEGACY,
+            Duration::from_secs(5),
+            json!([]),
+        )],
+        cluster,
+        None,
+    )
+    .await;
+    s.fake.set_health(
+        ARN,
+        "10.0.0.7",
+        80,
+        "initial",
+        Some("Elb.InitialHealthChecking"),
+        None,
+    );
+    s.watcher.tick(now()).await;
+    let ingress = objects.ingresses[0].clone();
+    writers
+        .ingresses
+        .apply_watcher_event(&Event::Delete(ingress.clone()));
+    let report = s.watcher.tick(now()).await;
+    assert_eq!(report.describe_calls, 0, "nothing to ask the ELB about");
+    writers
+        .ingresses
+        .apply_watcher_event(&Event::Apply(ingress));
+    s.fake
+        .set_health(ARN, "10.0.0.7", 80, "healthy", None, None);
+    s.watcher.tick(now()).await;
+    let statuses: Vec<String> = written(&s).into_iter().map(|(status, _)| status).collect();
+    assert_eq!(
+        statuses,
+        vec!["False", "True"],
+        "released once, never set back"
+    );
+}
