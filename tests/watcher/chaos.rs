@@ -243,6 +243,39 @@ async fn bookkeeping_stays_bounded_while_ten_thousand_pods_churn() {
     assert_eq!(drains, 50, "the record keeps only the newest 50");
 }
 
+/// Pod `p1` gated by `gate`, its target in initial health checks, on a cluster whose objects
+/// the test can delete and recreate.
+async fn initial_p1(
+    gate: &str,
+) -> (
+    Setup,
+    gracegate::cluster::Writers,
+    gracegate::cluster::Objects,
+) {
+    let (cluster, writers, objects) = cluster_with_writers(0);
+    let s = setup(
+        vec![pod(
+            "p1",
+            "10.0.0.7",
+            gate,
+            Duration::from_secs(5),
+            json!([]),
+        )],
+        cluster,
+        None,
+    )
+    .await;
+    s.fake.set_health(
+        ARN,
+        "10.0.0.7",
+        80,
+        "initial",
+        Some("Elb.InitialHealthChecking"),
+        None,
+    );
+    (s, writers, objects)
+}
+
 /// The conditions written for pod `p1`, in order: (status, reason).
 fn written(s: &Setup) -> Vec<(String, String)> {
     s.api
@@ -263,27 +296,7 @@ fn written(s: &Setup) -> Vec<(String, String)> {
 /// data while it is gone, and turns True from the load balancer once it is back.
 #[tokio::test]
 async fn a_service_deleted_and_recreated_mid_rollout() {
-    let (cluster, mut writers, objects) = cluster_with_writers(0);
-    let mut s = setup(
-        vec![pod(
-            "p1",
-            "10.0.0.7",
-            GATE,
-            Duration::from_secs(5),
-            json!([]),
-        )],
-        cluster,
-        None,
-    )
-    .await;
-    s.fake.set_health(
-        ARN,
-        "10.0.0.7",
-        80,
-        "initial",
-        Some("Elb.InitialHealthChecking"),
-        None,
-    );
+    let (mut s, mut writers, objects) = initial_p1(GATE).await;
     s.watcher.tick(now()).await;
     let service = objects.services[0].clone();
     writers
@@ -399,27 +412,7 @@ async fn a_hung_status_patch_is_given_up_and_retried() {
 #[tokio::test]
 async fn an_ingress_deleted_and_recreated_mid_rollout() {
     const LEGACY: &str = "target-health.alb.ingress.k8s.aws/ingress-2048_service-2048_80";
-    let (cluster, mut writers, objects) = cluster_with_writers(0);
-    let mut s = setup(
-        vec![pod(
-            "p1",
-            "10.0.0.7",
-            LEGACY,
-            Duration::from_secs(5),
-            json!([]),
-        )],
-        cluster,
-        None,
-    )
-    .await;
-    s.fake.set_health(
-        ARN,
-        "10.0.0.7",
-        80,
-        "initial",
-        Some("Elb.InitialHealthChecking"),
-        None,
-    );
+    let (mut s, mut writers, objects) = initial_p1(LEGACY).await;
     s.watcher.tick(now()).await;
     let ingress = objects.ingresses[0].clone();
     writers

@@ -88,3 +88,22 @@ impl Answer {
             .unwrap_or_default()
     }
 }
+
+/// An HTTP/1.1 HTTPS connector (ring, TLS 1.2+) that trusts only `roots`: a client as
+/// strict as the API server, which trusts only the webhook configuration's caBundle.
+pub fn https_connector(
+    roots: rustls::RootCertStore,
+) -> hyper_rustls::HttpsConnector<hyper_util::client::legacy::connect::HttpConnector> {
+    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    hyper_rustls::HttpsConnectorBuilder::new()
+        .with_tls_config(config)
+        .https_only()
+        .enable_http1()
+        .build()
+}

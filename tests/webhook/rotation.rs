@@ -55,18 +55,7 @@ async fn post_trusting_bundle(out: &Path, port: u16) -> Result<(), String> {
             .add(ca.map_err(|e| e.to_string())?)
             .map_err(|e| e.to_string())?;
     }
-    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .unwrap()
-    .with_root_certificates(roots)
-    .with_no_client_auth();
-    let connector = hyper_rustls::HttpsConnectorBuilder::new()
-        .with_tls_config(config)
-        .https_only()
-        .enable_http1()
-        .build();
+    let connector = crate::common::https_connector(roots);
     let client: Client<_, Full<Bytes>> = Client::builder(TokioExecutor::new()).build(connector);
     let request = hyper::Request::post(format!("https://127.0.0.1:{port}/mutate"))
         .header("content-type", "application/json")

@@ -44,18 +44,7 @@ fn client(cas: &[&Bundle], reuse: bool) -> HttpsClient {
             .add(CertificateDer::from_pem_slice(ca.ca_cert.as_bytes()).unwrap())
             .unwrap();
     }
-    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .unwrap()
-    .with_root_certificates(roots)
-    .with_no_client_auth();
-    let connector = hyper_rustls::HttpsConnectorBuilder::new()
-        .with_tls_config(config)
-        .https_only()
-        .enable_http1()
-        .build();
+    let connector = crate::common::https_connector(roots);
     let mut builder = Client::builder(TokioExecutor::new());
     if !reuse {
         builder.pool_max_idle_per_host(0);
