@@ -39,18 +39,7 @@ fn status_patches(s: &Setup) -> usize {
 #[case::invalid(422)]
 #[tokio::test]
 async fn refused_status_patches_back_off_and_recover(#[case] code: u16) {
-    let mut s = setup(
-        vec![pod(
-            "p1",
-            "10.0.0.7",
-            GATE,
-            Duration::from_secs(5),
-            json!([]),
-        )],
-        cluster(0, false),
-        None,
-    )
-    .await;
+    let mut s = one_pod(5, json!([])).await;
     s.fake
         .set_health(ARN, "10.0.0.7", 80, "healthy", None, None);
     s.api.fail_path("/status", code);
@@ -80,18 +69,7 @@ async fn refused_status_patches_back_off_and_recover(#[case] code: u16) {
 #[case::replaced(409)]
 #[tokio::test]
 async fn a_vanished_pod_is_not_retried(#[case] code: u16) {
-    let mut s = setup(
-        vec![pod(
-            "p1",
-            "10.0.0.7",
-            GATE,
-            Duration::from_secs(5),
-            json!([]),
-        )],
-        cluster(0, false),
-        None,
-    )
-    .await;
+    let mut s = one_pod(5, json!([])).await;
     s.fake
         .set_health(ARN, "10.0.0.7", 80, "healthy", None, None);
     s.api.fail_path("/status", code);

@@ -292,6 +292,22 @@ pub async fn setup(pods: Vec<Pod>, cluster: Cluster, gate_timeout: Option<Durati
     setup_with(pods, cluster, gate_timeout, elb_options()).await
 }
 
+/// The 2048 namespace with one gated pod `p1` (10.0.0.7), created `age` seconds ago.
+pub async fn one_pod(age: u64, conditions: Value) -> Setup {
+    setup(
+        vec![pod(
+            "p1",
+            "10.0.0.7",
+            GATE,
+            Duration::from_secs(age),
+            conditions,
+        )],
+        cluster(0, false),
+        None,
+    )
+    .await
+}
+
 pub async fn setup_with(
     pods: Vec<Pod>,
     cluster: Cluster,

@@ -6,22 +6,6 @@ use serde_json::json;
 
 use crate::harness::*;
 
-/// The 2048 namespace with one gated pod `p1` (10.0.0.7), created `age` seconds ago.
-async fn one_pod(age: u64, conditions: serde_json::Value) -> Setup {
-    setup(
-        vec![pod(
-            "p1",
-            "10.0.0.7",
-            GATE,
-            Duration::from_secs(age),
-            conditions,
-        )],
-        cluster(0, false),
-        None,
-    )
-    .await
-}
-
 const INITIAL: (&str, Option<&str>, Option<&str>) = (
     "initial",
     Some("Elb.InitialHealthChecking"),

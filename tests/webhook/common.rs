@@ -107,3 +107,15 @@ pub fn https_connector(
         .enable_http1()
         .build()
 }
+
+/// A root store holding the CA of each bundle.
+pub fn roots_of(cas: &[&gracegate::certs::Bundle]) -> rustls::RootCertStore {
+    use rustls::pki_types::{CertificateDer, pem::PemObject};
+    let mut roots = rustls::RootCertStore::empty();
+    for ca in cas {
+        roots
+            .add(CertificateDer::from_pem_slice(ca.ca_cert.as_bytes()).unwrap())
+            .unwrap();
+    }
+    roots
+}

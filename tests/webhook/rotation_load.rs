@@ -11,9 +11,6 @@ use http_body_util::{BodyExt, Full};
 use hyper::body::Bytes;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
-use rustls::RootCertStore;
-use rustls::pki_types::CertificateDer;
-use rustls::pki_types::pem::PemObject;
 use serde_json::Value;
 use tokio::task::JoinSet;
 
@@ -38,13 +35,7 @@ type HttpsClient = Client<
 
 /// A client trusting only `cas`; `reuse: false` opens a connection for every request.
 fn client(cas: &[&Bundle], reuse: bool) -> HttpsClient {
-    let mut roots = RootCertStore::empty();
-    for ca in cas {
-        roots
-            .add(CertificateDer::from_pem_slice(ca.ca_cert.as_bytes()).unwrap())
-            .unwrap();
-    }
-    let connector = crate::common::https_connector(roots);
+    let connector = crate::common::https_connector(crate::common::roots_of(cas));
     let mut builder = Client::builder(TokioExecutor::new());
     if !reuse {
         builder.pool_max_idle_per_host(0);

@@ -14,9 +14,6 @@ use http_body_util::{BodyExt, Full};
 use hyper::body::Bytes;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
-use rustls::RootCertStore;
-use rustls::pki_types::CertificateDer;
-use rustls::pki_types::pem::PemObject;
 
 use crate::common::{Answer, context, review, review_bytes};
 
@@ -27,13 +24,7 @@ type HttpsClient = Client<
 
 /// A client (with its own connection pool) that trusts only the given CAs.
 fn client(cas: &[&Bundle]) -> HttpsClient {
-    let mut roots = RootCertStore::empty();
-    for ca in cas {
-        roots
-            .add(CertificateDer::from_pem_slice(ca.ca_cert.as_bytes()).unwrap())
-            .unwrap();
-    }
-    let connector = crate::common::https_connector(roots);
+    let connector = crate::common::https_connector(crate::common::roots_of(cas));
     Client::builder(TokioExecutor::new()).build(connector)
 }
 
