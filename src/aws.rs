@@ -18,22 +18,8 @@ use aws_sdk_elasticloadbalancingv2::types::TargetDescription;
 use aws_smithy_http_client::tls::{Provider, rustls_provider::CryptoMode};
 use tokio::time::Instant;
 
-use crate::facts::{Facts, HealthCheck, LoadBalancerKind};
-use crate::health::{TargetHealth, TargetState};
+use crate::elb::{Facts, HealthCheck, LoadBalancerKind, TargetHealth, TargetId, TargetState};
 use crate::metrics::Metrics;
-
-/// A target as the ELB names it: an IP or an instance id, and a port.
-#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct TargetId {
-    pub id: String,
-    pub port: i32,
-}
-
-impl std::fmt::Display for TargetId {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}:{}", self.id, self.port)
-    }
-}
 
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum AwsError {

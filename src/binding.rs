@@ -9,6 +9,8 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::CustomResource;
 use serde::{Deserialize, Serialize};
 
+use crate::elb::TargetGroup;
+
 /// `elbv2.k8s.aws/v1beta1` TargetGroupBinding, reduced to the fields gracegate reads.
 ///
 /// Fields are optional wherever the CRD allows it, and `targetType` stays a string: a reflector
@@ -69,6 +71,14 @@ impl TargetGroupBinding {
             Some("instance") => Some(TargetType::Instance),
             _ => None,
         }
+    }
+
+    /// The target group the binding names: its ARN when set, else its name.
+    pub fn target_group(&self) -> Option<TargetGroup> {
+        TargetGroup::from_reference(
+            self.spec.target_group_arn.as_deref(),
+            self.spec.target_group_name.as_deref(),
+        )
     }
 }
 

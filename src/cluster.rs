@@ -21,7 +21,7 @@ use arc_swap::ArcSwap;
 
 use crate::binding::TargetGroupBinding;
 use crate::facts::{CONFIGMAP_NAME, Records};
-use crate::inject::NamespaceObjects;
+use crate::objects::NamespaceObjects;
 use crate::{Error, Result};
 
 /// Read-only views of the reflector stores, and whether they have been filled.

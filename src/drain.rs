@@ -10,10 +10,10 @@
 use k8s_openapi::api::core::v1::{Node, Pod};
 use k8s_openapi::jiff::{SignedDuration, Timestamp};
 
-use crate::aws::TargetId;
-use crate::health::{TargetHealth, TargetState};
-use crate::inject::{NamespaceObjects, sleep_seconds};
-use crate::targets::{self, TargetGroup};
+use crate::elb::{TargetGroup, TargetHealth, TargetId, TargetState};
+use crate::inject::sleep_seconds;
+use crate::objects::NamespaceObjects;
+use crate::targets;
 
 /// After this long a departure is no longer followed, whatever the ELB says.
 pub const GIVE_UP_AFTER: SignedDuration = SignedDuration::from_mins(15);
@@ -139,7 +139,7 @@ pub fn departures(
             let Some(binding) = targets::resolve(&parsed, objects) else {
                 continue;
             };
-            let Some(group) = TargetGroup::of(binding) else {
+            let Some(group) = binding.target_group() else {
                 continue;
             };
             let Some(service) = objects.service(&binding.spec.service_ref.name) else {

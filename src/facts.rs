@@ -15,7 +15,7 @@ use std::collections::{BTreeMap, VecDeque};
 use k8s_openapi::jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 
-use crate::targets::TargetGroup;
+use crate::elb::{Facts, LoadBalancerKind, TargetGroup, name_from_arn};
 
 /// The ConfigMap, in gracegate's own namespace, that holds every [`Record`].
 pub const CONFIGMAP_NAME: &str = "gracegate-target-groups";
@@ -26,79 +26,6 @@ pub const MIN_DRAINS: usize = 5;
 /// Target groups kept in the ConfigMap: at ~5 KB each (50 drains) this stays under half the
 /// API server's 1 MiB object limit. The least recently updated go first.
 pub const MAX_RECORDS: usize = 100;
-
-/// The kind of load balancer a target group belongs to, from its protocol.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum LoadBalancerKind {
-    Application,
-    Network,
-    Gateway,
-}
-
-impl LoadBalancerKind {
-    /// HTTP/HTTPS: application; TCP/UDP/TLS/TCP_UDP: network; GENEVE: gateway.
-    pub fn from_protocol(protocol: &str) -> Option<LoadBalancerKind> {
-        match protocol.to_ascii_uppercase().as_str() {
-            "HTTP" | "HTTPS" => Some(LoadBalancerKind::Application),
-            "TCP" | "UDP" | "TLS" | "TCP_UDP" => Some(LoadBalancerKind::Network),
-            "GENEVE" => Some(LoadBalancerKind::Gateway),
-            _ => None,
-        }
-    }
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            LoadBalancerKind::Application => "application",
-            LoadBalancerKind::Network => "network",
-            LoadBalancerKind::Gateway => "gateway",
-        }
-    }
-}
-
-impl std::fmt::Display for LoadBalancerKind {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-/// A target group's health check, as `DescribeTargetGroups` reports it.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase", default)]
-pub struct HealthCheck {
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub interval_seconds: Option<u32>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub timeout_seconds: Option<u32>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub healthy_threshold: Option<u32>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub unhealthy_threshold: Option<u32>,
-}
-
-/// What the ELBv2 API says about a target group.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase", default)]
-pub struct Facts {
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub protocol: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub load_balancer: Option<LoadBalancerKind>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub target_type: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub ip_address_type: Option<String>,
-    pub health_check: HealthCheck,
-    /// `deregistration_delay.timeout_seconds`: `D`.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub deregistration_delay_seconds: Option<u32>,
-    /// `slow_start.duration_seconds`.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub slow_start_seconds: Option<u32>,
-    /// `deregistration_delay.connection_termination.enabled` (NLB).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub connection_termination: Option<bool>,
-}
 
 /// One measured departure.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -308,12 +235,6 @@ impl Records {
     }
 }
 
-/// `arn:aws:elasticloadbalancing:REGION:ACCOUNT:targetgroup/NAME/ID` → `NAME`.
-pub fn name_from_arn(arn: &str) -> Option<&str> {
-    let rest = arn.split_once(":targetgroup/")?.1;
-    Some(rest.split('/').next()?).filter(|n| !n.is_empty())
-}
-
 /// The ConfigMap key of a target group: keys allow only `[-._a-zA-Z0-9]`, so the ARN's
 /// `NAME/ID` becomes `NAME.ID`; other characters become `_`.
 pub fn key(group: &TargetGroup) -> String {
@@ -344,26 +265,13 @@ pub fn key(group: &TargetGroup) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::elb::HealthCheck;
     use rstest::rstest;
 
     const ARN: &str = "arn:aws:elasticloadbalancing:ap-northeast-1:123456789012:targetgroup/k8s-game2048-service2-6f5e3c2a1b/0123456789abcdef";
 
     fn at(s: i64) -> Timestamp {
         Timestamp::from_second(1_800_000_000 + s).unwrap()
-    }
-
-    #[rstest]
-    #[case("HTTP", Some(LoadBalancerKind::Application))]
-    #[case("https", Some(LoadBalancerKind::Application))]
-    #[case("TCP", Some(LoadBalancerKind::Network))]
-    #[case("UDP", Some(LoadBalancerKind::Network))]
-    #[case("TLS", Some(LoadBalancerKind::Network))]
-    #[case("TCP_UDP", Some(LoadBalancerKind::Network))]
-    #[case("GENEVE", Some(LoadBalancerKind::Gateway))]
-    #[case("SCTP", None)]
-    #[case("", None)]
-    fn load_balancer_from_protocol(#[case] p: &str, #[case] kind: Option<LoadBalancerKind>) {
-        assert_eq!(LoadBalancerKind::from_protocol(p), kind);
     }
 
     #[rstest]

@@ -12,64 +12,9 @@ use k8s_openapi::api::core::v1::PodCondition;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use serde_json::{Value, json};
 
-/// `DescribeTargetHealth`'s `TargetHealth.State`.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum TargetState {
-    Initial,
-    Healthy,
-    Unhealthy,
-    UnhealthyDraining,
-    Unused,
-    Draining,
-    Unavailable,
-    Other(String),
-}
-
-impl TargetState {
-    pub fn from_wire(s: &str) -> TargetState {
-        match s {
-            "initial" => TargetState::Initial,
-            "healthy" => TargetState::Healthy,
-            "unhealthy" => TargetState::Unhealthy,
-            "unhealthy.draining" => TargetState::UnhealthyDraining,
-            "unused" => TargetState::Unused,
-            "draining" => TargetState::Draining,
-            "unavailable" => TargetState::Unavailable,
-            other => TargetState::Other(other.to_string()),
-        }
-    }
-
-    pub fn as_str(&self) -> &str {
-        match self {
-            TargetState::Initial => "initial",
-            TargetState::Healthy => "healthy",
-            TargetState::Unhealthy => "unhealthy",
-            TargetState::UnhealthyDraining => "unhealthy.draining",
-            TargetState::Unused => "unused",
-            TargetState::Draining => "draining",
-            TargetState::Unavailable => "unavailable",
-            TargetState::Other(s) => s,
-        }
-    }
-}
-
-/// One target's health as the ELB reports it.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct TargetHealth {
-    pub state: TargetState,
-    pub reason: Option<String>,
-    pub description: Option<String>,
-}
-
-impl TargetHealth {
-    /// The ELB does not know the target (yet): `unused` with `Target.NotRegistered`.
-    pub fn is_not_registered(&self) -> bool {
-        self.reason.as_deref() == Some(REASON_TARGET_NOT_REGISTERED)
-    }
-}
+use crate::elb::{TargetHealth, TargetState};
 
 pub const REASON_REGISTRATION_IN_PROGRESS: &str = "Elb.RegistrationInProgress";
-pub const REASON_TARGET_NOT_REGISTERED: &str = "Target.NotRegistered";
 pub const REASON_GATE_TIMEOUT: &str = "GateTimeout";
 pub const REASON_BINDING_DELETED: &str = "TargetGroupBindingDeleted";
 pub const REASON_NO_DATA: &str = "NoTargetHealth";
@@ -381,21 +326,5 @@ mod tests {
                 }] },
             })
         );
-    }
-
-    #[test]
-    fn states_round_trip() {
-        for s in [
-            "initial",
-            "healthy",
-            "unhealthy",
-            "unhealthy.draining",
-            "unused",
-            "draining",
-            "unavailable",
-            "new-state",
-        ] {
-            assert_eq!(TargetState::from_wire(s).as_str(), s);
-        }
     }
 }

@@ -1,13 +1,17 @@
 //! gracegate: rolling updates behind AWS load balancers that lose no requests.
 //!
-//! The crate is a pure core with thin shells around it:
+//! A pure core with thin shells around it, on four floors (ARCHITECTURE.md); a module imports
+//! only from its own floor or below, and nothing of the pure core imports a shell:
 //!
-//! * [`timing`], [`inject`]: pod + bindings + settings → what to add → JSONPatch. No I/O.
-//! * [`binding`]: the AWS Load Balancer Controller's `TargetGroupBinding` and the rules that
-//!   tie a binding to a Service, its pods and its deregistration delay. No I/O.
-//! * [`cluster`]: where the objects come from (kube-runtime reflectors, or files for local runs).
-//! * [`webhook`]: the HTTPS admission server and its plain-HTTP admin port.
-//! * [`certs`]: a CA and a serving certificate for the webhook.
+//! 0. words: [`elb`] (target groups, targets, health, load balancer kinds, facts), [`binding`]
+//!    (the TargetGroupBinding), [`facts`] (measured drains, the records), [`objects`] (a
+//!    namespace's objects);
+//! 1. decisions, no I/O: [`timing`], [`inject`], [`health`], [`targets`], [`drain`], [`plan`],
+//!    [`audit`]'s checks;
+//! 2. shells: [`webhook`], [`watcher`], [`cluster`], [`aws`], [`election`], [`certs`],
+//!    [`metrics`], [`logging`];
+//! 3. commands: [`cli`] (every flag), [`serve`] (`webhook`, `watcher`, `serve`), [`plugin`],
+//!    `audit::shell`, `plan::cluster`.
 
 pub mod audit;
 pub mod aws;
@@ -16,12 +20,14 @@ pub mod certs;
 pub mod cli;
 pub mod cluster;
 pub mod drain;
+pub mod elb;
 pub mod election;
 pub mod facts;
 pub mod health;
 pub mod inject;
 pub mod logging;
 pub mod metrics;
+pub mod objects;
 pub mod plan;
 pub mod plugin;
 pub mod serve;

@@ -11,7 +11,7 @@ async fn main() -> anyhow::Result<()> {
     let cli = gracegate::plugin::parse();
     init_logging(cli.log_format);
     match cli.command {
-        Command::Webhook(args) => gracegate::webhook::server::run(args)
+        Command::Webhook(args) => gracegate::serve::run_webhook(args)
             .await
             .context("webhook")?,
         Command::Watcher(args) => gracegate::serve::run_watcher(args)

@@ -1,5 +1,6 @@
-//! `gracegate watcher` and `gracegate serve`: the watcher runs on the one replica that holds
-//! the Lease; `serve` also runs the webhook on every replica.
+//! The long-running commands: `gracegate webhook`, `gracegate watcher` and `gracegate serve`.
+//! Their flags become the shells' settings here. The watcher runs on the one replica that
+//! holds the Lease; `serve` also runs the webhook on every replica.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -12,17 +13,102 @@ use tokio::time::Instant;
 use tracing::{error, info, warn};
 
 use crate::aws::{self, Elb, ElbOptions};
-use crate::cli::{LeaseArgs, ServeArgs, WatchArgs, WatcherArgs};
-use crate::cluster::Cluster;
+use crate::cli::{
+    LeaseArgs, PrestopMode, ServeArgs, WatchArgs, WatcherArgs, WebhookArgs, parse_server_version,
+};
+use crate::cluster::{Cluster, Objects};
 use crate::election::Election;
 use crate::inject::Settings;
 use crate::metrics::Metrics;
 use crate::targets::GateSettings;
 use crate::watcher::{self, GonePods, Watcher, WatcherSettings};
 use crate::webhook::conn::Timeouts;
-use crate::webhook::server::{self, shutdown_signal};
+use crate::webhook::server::{self, Options, shutdown_signal};
+use crate::webhook::tls::CertFiles;
 use crate::webhook::{Context, Health};
 use crate::{Error, Result};
+
+/// `gracegate webhook`: run until SIGTERM or Ctrl-C.
+pub async fn run_webhook(args: WebhookArgs) -> Result<()> {
+    let client = match args.objects {
+        Some(_) => None,
+        None => Some(Client::try_default().await?),
+    };
+    let (context, options) = prepare_webhook(&args, client).await?;
+    let running = server::start(options, context).await?;
+    shutdown_signal().await;
+    running
+        .shutdown(Duration::from_secs(args.shutdown_delay_seconds))
+        .await;
+    Ok(())
+}
+
+/// The webhook's context and listener options from its flags: cluster objects from files
+/// (`--objects`) or from reflectors on `client`, which this spawns.
+pub async fn prepare_webhook(
+    args: &WebhookArgs,
+    client: Option<Client>,
+) -> Result<(Context, Options)> {
+    let (cluster, action) = match (&args.objects, client) {
+        (Some(dir), _) => {
+            let objects = Objects::load_dir(dir)?;
+            info!(
+                dir = %dir.display(), namespaces = objects.namespaces.len(),
+                services = objects.services.len(), bindings = objects.bindings.len(),
+                ingresses = objects.ingresses.len(), "cluster objects read from files"
+            );
+            // No API server to ask: a cluster new enough for the native sleep is assumed.
+            (
+                Cluster::from_objects(objects),
+                args.inject.prestop_mode.resolve(None),
+            )
+        }
+        (None, Some(client)) => {
+            let version = match args.inject.prestop_mode {
+                PrestopMode::Auto => Some(server_version(&client).await?),
+                _ => None,
+            };
+            let namespace = crate::cluster::own_namespace(args.namespace.as_deref(), &client);
+            let (cluster, drive) = Cluster::watch(client, &namespace);
+            tokio::spawn(drive);
+            (cluster, args.inject.prestop_mode.resolve(version))
+        }
+        (None, None) => return Err(Error::Settings("no cluster and no --objects".into())),
+    };
+    let settings = args.inject.settings(action)?;
+    info!(?action, prefix = %settings.condition_prefix, "preStop action");
+    let context = Context {
+        settings: Arc::new(settings),
+        cluster,
+        metrics: Arc::new(Metrics::default()),
+        health: Arc::new(Health::default()),
+    };
+    let options = Options {
+        listen: args.listen,
+        admin_listen: args.admin_listen,
+        cert: CertFiles {
+            cert: args.tls_cert.clone(),
+            key: args.tls_key.clone(),
+        },
+        cert_reload: Duration::from_secs(args.cert_reload_seconds.max(1)),
+        timeouts: args.limits.timeouts(),
+        limits: args.limits.limits(),
+    };
+    Ok((context, options))
+}
+
+/// The API server's version, read once: it decides between the native sleep and exec.
+async fn server_version(client: &Client) -> Result<(u32, u32)> {
+    let info = client.apiserver_version().await?;
+    let version = parse_server_version(&info.major, &info.minor).ok_or_else(|| {
+        Error::Settings(format!(
+            "cannot read the API server version {:?}.{:?}; set --prestop-mode sleep or exec",
+            info.major, info.minor
+        ))
+    })?;
+    info!(major = version.0, minor = version.1, "API server version");
+    Ok(version)
+}
 
 /// `gracegate serve`.
 pub async fn run_serve(args: ServeArgs) -> Result<()> {
@@ -32,7 +118,7 @@ pub async fn run_serve(args: ServeArgs) -> Result<()> {
         ));
     }
     let client = Client::try_default().await?;
-    let (context, options) = server::prepare(&args.webhook, Some(client.clone())).await?;
+    let (context, options) = prepare_webhook(&args.webhook, Some(client.clone())).await?;
     let running = server::start(options, context.clone()).await?;
     let prefix = context.settings.condition_prefix.clone();
     let namespace = crate::cluster::own_namespace(args.webhook.namespace.as_deref(), &client);

@@ -7,10 +7,10 @@ use k8s_openapi::api::core::v1::{Node, Pod, PodCondition, Service};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
-use crate::aws::TargetId;
 use crate::binding::{self, TargetGroupBinding, TargetType};
+use crate::elb::{TargetGroup, TargetId, instance_id};
 use crate::health::Observation;
-use crate::inject::NamespaceObjects;
+use crate::objects::NamespaceObjects;
 
 /// The v1 ALB ingress controller's gate prefix: `<prefix>/<ingress>_<service>_<port>`.
 pub const LEGACY_PREFIX: &str = "target-health.alb.ingress.k8s.aws";
@@ -182,52 +182,6 @@ fn container_port(pod: &Pod, name: &str) -> Option<i32> {
         .map(|p| p.container_port)
 }
 
-/// `aws:///eu-west-1a/i-0123456789abcdef0` → `i-0123456789abcdef0`.
-pub fn instance_id(provider_id: &str) -> Option<&str> {
-    let id = provider_id.strip_prefix("aws://")?.rsplit('/').next()?;
-    id.starts_with("i-").then_some(id)
-}
-
-/// A target group, by ARN or (for bindings that only name it) by name.
-#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum TargetGroup {
-    Arn(String),
-    Name(String),
-}
-
-impl std::fmt::Display for TargetGroup {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            TargetGroup::Arn(arn) => f.write_str(arn),
-            TargetGroup::Name(name) => f.write_str(name),
-        }
-    }
-}
-
-impl TargetGroup {
-    /// The target group's name: from its ARN (`…:targetgroup/NAME/ID`), or `arn` when this
-    /// is a name-only reference resolved to it.
-    pub fn name(&self, arn: Option<&str>) -> String {
-        match self {
-            TargetGroup::Name(name) => name.clone(),
-            TargetGroup::Arn(a) => crate::facts::name_from_arn(arn.unwrap_or(a))
-                .unwrap_or(a)
-                .to_string(),
-        }
-    }
-
-    pub fn of(binding: &TargetGroupBinding) -> Option<TargetGroup> {
-        match (
-            &binding.spec.target_group_arn,
-            &binding.spec.target_group_name,
-        ) {
-            (Some(arn), _) if !arn.is_empty() => Some(TargetGroup::Arn(arn.clone())),
-            (_, Some(name)) if !name.is_empty() => Some(TargetGroup::Name(name.clone())),
-            _ => None,
-        }
-    }
-}
-
 /// One gate of one pod that is not `True` yet.
 #[derive(Clone, Debug, PartialEq)]
 pub struct PendingGate {
@@ -340,7 +294,7 @@ fn work_for(
             binding.metadata.name.as_deref().unwrap_or_default()
         )));
     };
-    let Some(group) = TargetGroup::of(binding) else {
+    let Some(group) = binding.target_group() else {
         return Work::Settle(Observation::NoData(format!(
             "TargetGroupBinding {} names no target group yet",
             binding.metadata.name.as_deref().unwrap_or_default()
@@ -374,7 +328,7 @@ pub fn gated_groups(
             }
             let group = parse_gate(&gate.condition_type, condition_prefix)
                 .and_then(|parsed| resolve(&parsed, objects))
-                .and_then(TargetGroup::of);
+                .and_then(|b| b.target_group());
             out.extend(group);
         }
     }
@@ -592,15 +546,6 @@ mod tests {
             ),
             Err(NoTarget::Unresolvable(_))
         ));
-    }
-
-    #[rstest]
-    #[case("aws:///us-west-2a/i-0123456789abcdef0", Some("i-0123456789abcdef0"))]
-    #[case("aws:///i-0123", Some("i-0123"))]
-    #[case("gce://project/zone/name", None)]
-    #[case("aws:///us-west-2a/fargate-ip-10-0-0-1", None)]
-    fn instance_ids(#[case] provider_id: &str, #[case] expected: Option<&str>) {
-        assert_eq!(instance_id(provider_id), expected);
     }
 
     fn work_of(pod: Pod, objects: &NamespaceObjects, now: &str) -> Vec<Work> {

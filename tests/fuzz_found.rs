@@ -5,9 +5,10 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use gracegate::drain::{self, Step};
+use gracegate::elb::{TargetHealth, TargetState};
 use gracegate::facts::Records;
-use gracegate::health::{TargetHealth, TargetState};
-use gracegate::inject::{NamespaceObjects, Settings};
+use gracegate::inject::Settings;
+use gracegate::objects::NamespaceObjects;
 use gracegate::webhook::review::review;
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::jiff::Timestamp;

@@ -2,9 +2,15 @@
 //! Deployment `deployment-2048` (tests/fixtures/admission/create-deployment-pod.json), each
 //! case changing one thing.
 
+use super::availability::scaled;
 use super::*;
+use crate::binding;
+use crate::elb::{LoadBalancerKind, TargetGroup};
 use crate::facts::{Drain, Record};
+use crate::timing::ANNOTATION_CONTAINERS;
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use rstest::rstest;
+use serde_json::json;
 
 const NAMESPACE: &str = include_str!("../../tests/fixtures/cluster/namespace.json");
 const SERVICE: &str = include_str!("../../tests/fixtures/cluster/service.json");
@@ -154,7 +160,7 @@ fn record(edit: impl FnOnce(&mut Record)) -> Records {
 
 fn nlb_drains(seconds: f64) -> Records {
     record(|r| {
-        r.facts = Some(crate::facts::Facts {
+        r.facts = Some(crate::elb::Facts {
             protocol: Some("TCP".into()),
             load_balancer: Some(LoadBalancerKind::Network),
             ..Default::default()
@@ -262,7 +268,7 @@ use Severity::{Risk, Warn};
 #[case::aws_default_delay_from_the_records(
     |i: &mut Inventory| {
         i.ingresses[0].metadata.annotations.as_mut().unwrap().remove(binding::ALB_TARGET_GROUP_ATTRIBUTES);
-        i.target_groups = record(|r| r.facts = Some(crate::facts::Facts {
+        i.target_groups = record(|r| r.facts = Some(crate::elb::Facts {
             deregistration_delay_seconds: Some(300), ..Default::default() }));
         i.pods.clear();
     },

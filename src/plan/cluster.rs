@@ -16,9 +16,10 @@ use crate::aws::Elb;
 use crate::binding::{DelaySource, TargetGroupBinding};
 use crate::cli::{LoadBalancerArg, PlanArgs, PlanOutput};
 use crate::cluster::records_of;
-use crate::facts::{CONFIGMAP_NAME, LoadBalancerKind, Records};
-use crate::inject::{self, NamespaceObjects, PodView};
-use crate::targets::TargetGroup;
+use crate::elb::{LoadBalancerKind, TargetGroup};
+use crate::facts::{CONFIGMAP_NAME, Records};
+use crate::inject::{self, PodView};
+use crate::objects::NamespaceObjects;
 use crate::timing::{self, MeasuredDrain, Timing, TimingSettings};
 use crate::{Error, Result};
 
@@ -197,7 +198,7 @@ pub async fn read(
     let labels = pod.metadata.labels.clone().unwrap_or_default();
     let groups: Vec<(String, TargetGroup)> = inject::serving_bindings(&labels, &objects)
         .iter()
-        .filter_map(|s| Some((s.binding.name_any(), TargetGroup::of(s.binding)?)))
+        .filter_map(|s| Some((s.binding.name_any(), s.binding.target_group()?)))
         .collect();
     if groups.is_empty() {
         return Err(Error::Settings(format!(

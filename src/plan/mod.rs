@@ -10,7 +10,8 @@ use serde::Serialize;
 
 pub use crate::audit::Severity;
 use crate::binding::DelaySource;
-use crate::facts::{LoadBalancerKind, MIN_DRAINS};
+use crate::elb::LoadBalancerKind;
+use crate::facts::MIN_DRAINS;
 use crate::timing::{
     self, AWS_DEFAULT_DEREGISTRATION_DELAY, Evidence, MeasuredDrain, PrestopSource, Timing,
     TimingSettings,

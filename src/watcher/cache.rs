@@ -236,7 +236,7 @@ fn strip_node(node: &mut Node) {
 mod tests {
     use super::*;
     use crate::drain;
-    use crate::inject::NamespaceObjects;
+    use crate::objects::NamespaceObjects;
     use crate::targets::GateSettings;
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
     use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;

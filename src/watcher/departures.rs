@@ -12,12 +12,11 @@ use tracing::{debug, info, warn};
 
 use super::Context;
 use super::records::RecordKeeper;
-use crate::aws::{AwsError, TargetId};
+use crate::aws::AwsError;
 use crate::drain::{self, Departure, Gone, Step};
+use crate::elb::{TargetGroup, TargetHealth, TargetId};
 use crate::facts::Drain;
-use crate::health::TargetHealth;
 use crate::metrics::TargetGroupLabels;
-use crate::targets::TargetGroup;
 
 type Key = (String, TargetGroup, TargetId);
 

@@ -10,8 +10,7 @@ use tracing::{debug, warn};
 
 use super::records::RecordKeeper;
 use crate::aws::AwsError;
-use crate::facts::Facts;
-use crate::targets::TargetGroup;
+use crate::elb::{Facts, TargetGroup};
 
 /// After a failed read, try again this much sooner than a full refresh.
 const RETRY_AFTER: SignedDuration = SignedDuration::from_secs(60);

@@ -12,8 +12,9 @@ use kube::runtime::events::EventType;
 use tracing::{debug, info, warn};
 
 use super::Context;
-use crate::aws::{AwsError, TargetId};
-use crate::health::{self, Observation, TargetHealth, TargetState};
+use crate::aws::AwsError;
+use crate::elb::{TargetHealth, TargetId, TargetState};
+use crate::health::{self, Observation};
 use crate::targets::{PendingGate, Work};
 
 /// How many pods are patched at once.

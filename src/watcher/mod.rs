@@ -43,9 +43,10 @@ pub use cache::{GonePods, apply_gated_pods, merge_containers, strip_pod, watch_p
 use crate::aws::Elb;
 use crate::cluster::Cluster;
 use crate::drain::{self, Departure};
+use crate::elb::TargetGroup;
 use crate::health::Observation;
 use crate::metrics::Metrics;
-use crate::targets::{self, GateSettings, PendingGate, TargetGroup, Work};
+use crate::targets::{self, GateSettings, PendingGate, Work};
 use departures::DepartureFollower;
 use facts::FactsRefresher;
 use gates::GateWriter;

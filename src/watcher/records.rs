@@ -17,8 +17,8 @@ use serde_json::json;
 use tracing::{debug, info, warn};
 
 use super::Context;
-use crate::facts::{CONFIGMAP_NAME, Drain, Facts, Record, Records};
-use crate::targets::TargetGroup;
+use crate::elb::{Facts, TargetGroup};
+use crate::facts::{CONFIGMAP_NAME, Drain, Record, Records};
 
 /// At most one ConfigMap write this often.
 pub const WRITE_INTERVAL: SignedDuration = SignedDuration::from_secs(10);

@@ -11,10 +11,8 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use tokio::task::JoinSet;
 use tracing::{info, warn};
 
-use crate::aws::{AwsError, Elb, TargetId};
-use crate::facts::Facts;
-use crate::health::TargetHealth;
-use crate::targets::TargetGroup;
+use crate::aws::{AwsError, Elb};
+use crate::elb::{Facts, TargetGroup, TargetHealth, TargetId};
 
 /// One answer of a round.
 pub enum Answer {

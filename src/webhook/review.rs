@@ -12,8 +12,9 @@ use kube::core::gvk::GroupVersionKind;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::inject::{self, NamespaceObjects, Plan, PodView, Settings, Skip};
+use crate::inject::{self, Plan, PodView, Settings, Skip};
 use crate::metrics::Outcome;
+use crate::objects::NamespaceObjects;
 
 /// The answer to one review.
 #[derive(Debug)]

@@ -1,22 +1,17 @@
 //! The webhook's two listeners and their life: start, readiness, graceful shutdown.
 
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use axum_server::Handle;
 use axum_server::tls_rustls::RustlsAcceptor;
-use kube::Client;
 use tokio::task::JoinHandle;
 use tracing::{info, warn};
 
 use super::conn::{self, BodyLimit, ConnectionCap, InFlight, Limits, TcpAcceptor, Timeouts};
 use super::tls::{CertFiles, Certificate};
-use super::{Context, Health, admin_router, router_with_body_limit};
-use crate::cli::{PrestopMode, WebhookArgs, parse_server_version};
-use crate::cluster::{Cluster, Objects};
-use crate::metrics::Metrics;
+use super::{Context, admin_router, router_with_body_limit};
 use crate::{Error, Result};
 
 /// How long in-flight reviews get to finish once the port stops accepting.
@@ -221,85 +216,6 @@ impl Running {
         self.cert_watch.abort();
         info!("stopped");
     }
-}
-
-/// `gracegate webhook`: run until SIGTERM or Ctrl-C.
-pub async fn run(args: WebhookArgs) -> Result<()> {
-    let client = match args.objects {
-        Some(_) => None,
-        None => Some(Client::try_default().await?),
-    };
-    let (context, options) = prepare(&args, client).await?;
-    let running = start(options, context).await?;
-    shutdown_signal().await;
-    running
-        .shutdown(Duration::from_secs(args.shutdown_delay_seconds))
-        .await;
-    Ok(())
-}
-
-/// The webhook's context and listener options from its flags: cluster objects from files
-/// (`--objects`) or from reflectors on `client`, which this spawns.
-pub async fn prepare(args: &WebhookArgs, client: Option<Client>) -> Result<(Context, Options)> {
-    let (cluster, action) = match (&args.objects, client) {
-        (Some(dir), _) => {
-            let objects = Objects::load_dir(dir)?;
-            info!(
-                dir = %dir.display(), namespaces = objects.namespaces.len(),
-                services = objects.services.len(), bindings = objects.bindings.len(),
-                ingresses = objects.ingresses.len(), "cluster objects read from files"
-            );
-            // No API server to ask: a cluster new enough for the native sleep is assumed.
-            (
-                Cluster::from_objects(objects),
-                args.inject.prestop_mode.resolve(None),
-            )
-        }
-        (None, Some(client)) => {
-            let version = match args.inject.prestop_mode {
-                PrestopMode::Auto => Some(server_version(&client).await?),
-                _ => None,
-            };
-            let namespace = crate::cluster::own_namespace(args.namespace.as_deref(), &client);
-            let (cluster, drive) = Cluster::watch(client, &namespace);
-            tokio::spawn(drive);
-            (cluster, args.inject.prestop_mode.resolve(version))
-        }
-        (None, None) => return Err(Error::Settings("no cluster and no --objects".into())),
-    };
-    let settings = args.inject.settings(action)?;
-    info!(?action, prefix = %settings.condition_prefix, "preStop action");
-    let context = Context {
-        settings: Arc::new(settings),
-        cluster,
-        metrics: Arc::new(Metrics::default()),
-        health: Arc::new(Health::default()),
-    };
-    let options = Options {
-        listen: args.listen,
-        admin_listen: args.admin_listen,
-        cert: CertFiles {
-            cert: args.tls_cert.clone(),
-            key: args.tls_key.clone(),
-        },
-        cert_reload: Duration::from_secs(args.cert_reload_seconds.max(1)),
-        timeouts: args.limits.timeouts(),
-        limits: args.limits.limits(),
-    };
-    Ok((context, options))
-}
-
-/// The API server's version, read once: it decides between the native sleep and exec.
-async fn server_version(client: &Client) -> Result<(u32, u32)> {
-    let info = client.apiserver_version().await?;
-    let version = parse_server_version(&info.major, &info.minor).ok_or_else(|| {
-        Error::Settings(format!(
-            "cannot read the API server version {:?}.{:?}; set --prestop-mode sleep or exec",
-            info.major, info.minor
-        ))
-    })?;
-    info!(major = version.0, minor = version.1, "API server version");
-    Ok(version)
 }
 
 /// SIGTERM (the kubelet) or Ctrl-C.

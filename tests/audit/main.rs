@@ -57,7 +57,7 @@ pub fn risky_cluster() -> Vec<Value> {
     ]
 }
 
-pub fn args(extra: &[&str]) -> gracegate::audit::shell::AuditArgs {
+pub fn args(extra: &[&str]) -> gracegate::cli::AuditArgs {
     let mut argv = vec!["gracegate", "audit"];
     argv.extend_from_slice(extra);
     match Cli::try_parse_from(argv).unwrap().command {

@@ -13,9 +13,8 @@ use std::time::{Duration, Instant};
 
 use aws_sdk_elasticloadbalancingv2::config::{Credentials, SharedCredentialsProvider};
 use fake_elb::{FakeElb, Fault};
-use gracegate::aws::{AwsError, Elb, ElbOptions, TargetId};
-use gracegate::facts::{Facts, HealthCheck, LoadBalancerKind};
-use gracegate::health::{TargetHealth, TargetState};
+use gracegate::aws::{AwsError, Elb, ElbOptions};
+use gracegate::elb::{Facts, HealthCheck, LoadBalancerKind, TargetHealth, TargetId, TargetState};
 use gracegate::metrics::Metrics;
 
 const ARN: &str =

@@ -232,7 +232,7 @@ mod from_cluster {
         );
         assert_eq!(
             got.load_balancer.kind,
-            gracegate::facts::LoadBalancerKind::Network
+            gracegate::elb::LoadBalancerKind::Network
         );
         assert_eq!(
             (

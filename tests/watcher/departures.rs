@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use axum::http::Method;
 use gracegate::cluster::{Cluster, Objects};
+use gracegate::elb::TargetGroup;
 use gracegate::facts::CONFIGMAP_NAME;
-use gracegate::targets::TargetGroup;
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;

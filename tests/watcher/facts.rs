@@ -3,8 +3,7 @@
 
 use std::time::Duration;
 
-use gracegate::facts::{HealthCheck, LoadBalancerKind};
-use gracegate::targets::TargetGroup;
+use gracegate::elb::{HealthCheck, LoadBalancerKind, TargetGroup};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
 use serde_json::json;

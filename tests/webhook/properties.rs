@@ -11,7 +11,8 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use gracegate::inject::{NamespaceObjects, PrestopAction, Settings};
+use gracegate::inject::{PrestopAction, Settings};
+use gracegate::objects::NamespaceObjects;
 use gracegate::webhook::review::review;
 use proptest::prelude::*;
 use proptest::test_runner::TestCaseError;

@@ -1,0 +1,136 @@
+//! A [`Plan`] — what to add to one pod — and the JSONPatch that adds it.
+
+use json_patch::jsonptr::PointerBuf;
+use json_patch::{AddOperation, Patch, PatchOperation, ReplaceOperation};
+use serde_json::{Value, json};
+
+use super::{PrestopAction, Skip};
+use crate::timing::{ANNOTATION_PRESTOP_SOURCE, PrestopSource};
+
+/// How `gracegate.io/prestop-source` goes onto the pod.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AnnotationAdd {
+    /// The pod has no annotations: add the map.
+    Map,
+    /// Add the key to the pod's annotations.
+    Key,
+    /// The pod says another source (copied from an older pod's manifest): ours is current.
+    Replace,
+}
+
+/// A container that gets a preStop.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PrestopAdd {
+    /// Index into `spec.containers`.
+    pub index: usize,
+    /// Whether the container already has a `lifecycle` (e.g. a postStart hook) to add into.
+    pub has_lifecycle: bool,
+}
+
+/// What to add to one pod.
+#[derive(Clone, Debug, PartialEq, Default)]
+pub struct Plan {
+    pub skip: Option<Skip>,
+    /// New readiness gate condition types, in binding-name order.
+    pub gates: Vec<String>,
+    pub has_gates: bool,
+    pub prestops: Vec<PrestopAdd>,
+    pub prestop_seconds: u32,
+    /// Which rule gave `prestop_seconds` (`None` when the pod was skipped).
+    pub prestop_source: Option<PrestopSource>,
+    /// `gracegate.io/prestop-source` to write, and how.
+    pub source_annotation: Option<(AnnotationAdd, &'static str)>,
+    pub prestop_action: Option<PrestopAction>,
+    /// `(pod's own, new)` when the grace period must rise.
+    pub grace: Option<(Option<i64>, i64)>,
+    /// For `AdmissionResponse.warnings`: what the user should fix.
+    pub warnings: Vec<String>,
+}
+
+impl Plan {
+    pub(super) fn skipped(skip: Skip, warnings: Vec<String>) -> Plan {
+        Plan {
+            skip: Some(skip),
+            warnings,
+            ..Plan::default()
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.gates.is_empty()
+            && self.prestops.is_empty()
+            && self.grace.is_none()
+            && self.source_annotation.is_none()
+    }
+
+    /// The JSONPatch for the pod the plan was made for: `add` operations only, except that
+    /// an existing grace period is `replace`d by a larger one.
+    pub fn patch(&self) -> Patch {
+        let mut ops = Vec::new();
+        if !self.gates.is_empty() {
+            let gates = self.gates.iter().map(|g| json!({ "conditionType": g }));
+            if self.has_gates {
+                ops.extend(gates.map(|value| add(&["spec", "readinessGates", "-"], value)));
+            } else {
+                ops.push(add(
+                    &["spec", "readinessGates"],
+                    Value::Array(gates.collect()),
+                ));
+            }
+        }
+        if let Some(action) = self.prestop_action {
+            let handler = prestop_handler(action, self.prestop_seconds);
+            for p in &self.prestops {
+                let index = p.index.to_string();
+                if p.has_lifecycle {
+                    let path = ["spec", "containers", &index, "lifecycle", "preStop"];
+                    ops.push(add(&path, handler.clone()));
+                } else {
+                    let path = ["spec", "containers", &index, "lifecycle"];
+                    ops.push(add(&path, json!({ "preStop": handler })));
+                }
+            }
+        }
+        if let Some((how, value)) = self.source_annotation {
+            let key = ANNOTATION_PRESTOP_SOURCE;
+            ops.push(match how {
+                AnnotationAdd::Map => add(&["metadata", "annotations"], json!({ key: value })),
+                AnnotationAdd::Key => add(&["metadata", "annotations", key], json!(value)),
+                AnnotationAdd::Replace => PatchOperation::Replace(ReplaceOperation {
+                    path: PointerBuf::from_tokens(["metadata", "annotations", key]),
+                    value: json!(value),
+                }),
+            });
+        }
+        if let Some((own, new)) = self.grace {
+            let path = PointerBuf::from_tokens(["spec", "terminationGracePeriodSeconds"]);
+            ops.push(match own {
+                Some(_) => PatchOperation::Replace(ReplaceOperation {
+                    path,
+                    value: json!(new),
+                }),
+                None => PatchOperation::Add(AddOperation {
+                    path,
+                    value: json!(new),
+                }),
+            });
+        }
+        Patch(ops)
+    }
+}
+
+fn add(path: &[&str], value: Value) -> PatchOperation {
+    PatchOperation::Add(AddOperation {
+        path: PointerBuf::from_tokens(path.iter().copied()),
+        value,
+    })
+}
+
+fn prestop_handler(action: PrestopAction, seconds: u32) -> Value {
+    match action {
+        PrestopAction::Sleep => json!({ "sleep": { "seconds": seconds } }),
+        PrestopAction::Exec => {
+            json!({ "exec": { "command": ["/bin/sh", "-c", format!("sleep {seconds}")] } })
+        }
+    }
+}
