@@ -55,7 +55,12 @@ pub fn printable(text: &str) -> String {
         .filter(|c| !c.is_control())
         .take(MAX_REASON)
         .collect();
-    if text.chars().filter(|c| !c.is_control()).nth(MAX_REASON).is_some() {
+    if text
+        .chars()
+        .filter(|c| !c.is_control())
+        .nth(MAX_REASON)
+        .is_some()
+    {
         out.push('…');
     }
     out
@@ -82,7 +87,9 @@ mod tests {
         assert_eq!(
             classify_(
                 200,
-                &format!(r#"{{"release":true,"uid":"{UID}","reason":"targets-gone","waitedSeconds":12.5}}"#)
+                &format!(
+                    r#"{{"release":true,"uid":"{UID}","reason":"targets-gone","waitedSeconds":12.5}}"#
+                )
             ),
             Verdict::Released {
                 reason: "targets-gone".into()
@@ -97,7 +104,10 @@ mod tests {
     #[test]
     fn a_release_of_another_uid_or_none_is_not_ours() {
         assert_eq!(
-            classify_(200, r#"{"release":true,"uid":"someone-else","reason":"targets-gone"}"#),
+            classify_(
+                200,
+                r#"{"release":true,"uid":"someone-else","reason":"targets-gone"}"#
+            ),
             Verdict::Failed(Failure::OtherUid(Some("someone-else".into())))
         );
         assert_eq!(
@@ -118,7 +128,10 @@ mod tests {
     #[test]
     fn not_yet_and_not_leader() {
         assert_eq!(
-            classify_(200, &format!(r#"{{"release":false,"uid":"{UID}","reason":"targets-draining"}}"#)),
+            classify_(
+                200,
+                &format!(r#"{{"release":false,"uid":"{UID}","reason":"targets-draining"}}"#)
+            ),
             Verdict::NotYet {
                 reason: "targets-draining".into()
             }
@@ -153,7 +166,10 @@ mod tests {
             (204, ""),
             (302, ""),
         ] {
-            assert_eq!(classify_(status, body), Verdict::Failed(Failure::Status(status)));
+            assert_eq!(
+                classify_(status, body),
+                Verdict::Failed(Failure::Status(status))
+            );
         }
         for body in [
             "",

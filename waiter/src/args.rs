@@ -174,7 +174,15 @@ fn wait(args: Vec<OsString>, env: &dyn Fn(&str) -> Option<OsString>) -> Wait {
         }
         values[slot] = Some(value.to_string());
     }
-    let [url, max_seconds, ca, ca_file, pod_name, pod_namespace, pod_uid] = values;
+    let [
+        url,
+        max_seconds,
+        ca,
+        ca_file,
+        pod_name,
+        pod_namespace,
+        pod_uid,
+    ] = values;
 
     let max_seconds = match max_seconds {
         Some(text) => match seconds(&text) {
@@ -217,34 +225,53 @@ fn wait(args: Vec<OsString>, env: &dyn Fn(&str) -> Option<OsString>) -> Wait {
         }
     };
 
-    let mut identity = |flag: Option<String>, flag_name: &str, var: &str, what: &str, valid: fn(&str) -> bool| {
-        let value = flag.or_else(|| env(var).map(|v| v.to_string_lossy().into_owned()));
-        match value {
-            Some(value) if valid(&value) => Some(value),
-            Some(value) if value.is_empty() => {
-                problems.push(Problem(format!("the pod {what} is empty ({flag_name} or {var})")));
-                None
+    let mut identity =
+        |flag: Option<String>, flag_name: &str, var: &str, what: &str, valid: fn(&str) -> bool| {
+            let value = flag.or_else(|| env(var).map(|v| v.to_string_lossy().into_owned()));
+            match value {
+                Some(value) if valid(&value) => Some(value),
+                Some(value) if value.is_empty() => {
+                    problems.push(Problem(format!(
+                        "the pod {what} is empty ({flag_name} or {var})"
+                    )));
+                    None
+                }
+                Some(value) => {
+                    problems.push(Problem(format!("the pod {what} {value:?} is not valid")));
+                    None
+                }
+                None => {
+                    problems.push(Problem(format!(
+                        "the pod {what} is missing ({flag_name} or {var})"
+                    )));
+                    None
+                }
             }
-            Some(value) => {
-                problems.push(Problem(format!("the pod {what} {value:?} is not valid")));
-                None
-            }
-            None => {
-                problems.push(Problem(format!("the pod {what} is missing ({flag_name} or {var})")));
-                None
-            }
-        }
-    };
-    let namespace = identity(pod_namespace, "--pod-namespace", ENV_POD_NAMESPACE, "namespace", dns_label);
+        };
+    let namespace = identity(
+        pod_namespace,
+        "--pod-namespace",
+        ENV_POD_NAMESPACE,
+        "namespace",
+        dns_label,
+    );
     let name = identity(pod_name, "--pod-name", ENV_POD_NAME, "name", dns_subdomain);
     let uid = identity(pod_uid, "--pod-uid", ENV_POD_UID, "uid", uid);
 
     let ask = match (endpoint, ca, namespace, name, uid) {
-        (Some(endpoint), Some(ca), Some(namespace), Some(name), Some(uid)) if problems.is_empty() => Ok(Ask {
-            endpoint,
-            ca,
-            pod: Pod { namespace, name, uid },
-        }),
+        (Some(endpoint), Some(ca), Some(namespace), Some(name), Some(uid))
+            if problems.is_empty() =>
+        {
+            Ok(Ask {
+                endpoint,
+                ca,
+                pod: Pod {
+                    namespace,
+                    name,
+                    uid,
+                },
+            })
+        }
         _ => Err(problems),
     };
     Wait {
@@ -287,7 +314,9 @@ fn subdomain_chars(text: &str, dots: bool) -> bool {
 /// A pod uid is a UUID; anything of letters, digits and dashes is passed on (the server
 /// compares it, the waiter only must not need to escape it).
 fn uid(text: &str) -> bool {
-    !text.is_empty() && text.len() <= 128 && text.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+    !text.is_empty()
+        && text.len() <= 128
+        && text.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
 }
 
 #[cfg(test)]
@@ -333,12 +362,22 @@ mod tests {
     #[test]
     fn the_injected_command_line() {
         let w = wait(
-            &["--url", "https://gracegate.gracegate-system.svc", "--max-seconds", "300", "--ca", PEM],
+            &[
+                "--url",
+                "https://gracegate.gracegate-system.svc",
+                "--max-seconds",
+                "300",
+                "--ca",
+                PEM,
+            ],
             &pod_env(),
         );
         assert_eq!(w.max, Duration::from_secs(300));
         let ask = w.ask.unwrap();
-        assert_eq!(ask.endpoint, Endpoint::parse("https://gracegate.gracegate-system.svc").unwrap());
+        assert_eq!(
+            ask.endpoint,
+            Endpoint::parse("https://gracegate.gracegate-system.svc").unwrap()
+        );
         assert_eq!(ask.ca, Ca::Inline(PEM.into()));
         assert_eq!(
             ask.pod,
@@ -381,13 +420,19 @@ mod tests {
     #[test]
     fn a_pem_with_equals_signs_stays_whole() {
         let pem = "-----BEGIN CERTIFICATE-----\nMIIB==\n-----END CERTIFICATE-----\n";
-        let w = wait(&["--url", "https://g", "--max-seconds", "1", "--ca", pem], &pod_env());
+        let w = wait(
+            &["--url", "https://g", "--max-seconds", "1", "--ca", pem],
+            &pod_env(),
+        );
         assert_eq!(w.ask.unwrap().ca, Ca::Inline(pem.into()));
     }
 
     #[test]
     fn missing_pod_identity_is_a_problem_not_an_exit() {
-        let w = wait(&["--url", "https://g", "--max-seconds", "30", "--ca", PEM], &[]);
+        let w = wait(
+            &["--url", "https://g", "--max-seconds", "30", "--ca", PEM],
+            &[],
+        );
         assert_eq!(w.max, Duration::from_secs(30), "the deadline still holds");
         assert_eq!(
             problems(&w),
@@ -402,7 +447,18 @@ mod tests {
     #[test]
     fn bad_values_are_problems() {
         let w = wait(
-            &["--url", "http://g", "--max-seconds", "30", "--ca", PEM, "--pod-name", "Web_1", "--pod-uid", "a/b"],
+            &[
+                "--url",
+                "http://g",
+                "--max-seconds",
+                "30",
+                "--ca",
+                PEM,
+                "--pod-name",
+                "Web_1",
+                "--pod-uid",
+                "a/b",
+            ],
             &[(ENV_POD_NAMESPACE, "")],
         );
         assert_eq!(
@@ -419,25 +475,58 @@ mod tests {
     #[test]
     fn unparseable_or_missing_max_seconds_means_300() {
         for value in ["", "abc", "-1", "1.5", " 30", "+30", "99999999999", "0x10"] {
-            let w = wait(&["--url", "https://g", "--max-seconds", value, "--ca", PEM], &pod_env());
+            let w = wait(
+                &["--url", "https://g", "--max-seconds", value, "--ca", PEM],
+                &pod_env(),
+            );
             assert_eq!(w.max, Duration::from_secs(300), "{value:?}");
             assert_eq!(problems(&w).len(), 1, "{value:?}");
             assert!(problems(&w)[0].contains("not a whole number"), "{value:?}");
         }
         let w = wait(&["--url", "https://g", "--ca", PEM], &pod_env());
         assert_eq!(w.max, Duration::from_secs(300));
-        assert_eq!(problems(&w), ["--max-seconds is missing; the deadline is 300s"]);
-        let w = wait(&["--url", "https://g", "--max-seconds", "0", "--ca", PEM], &pod_env());
+        assert_eq!(
+            problems(&w),
+            ["--max-seconds is missing; the deadline is 300s"]
+        );
+        let w = wait(
+            &["--url", "https://g", "--max-seconds", "0", "--ca", PEM],
+            &pod_env(),
+        );
         assert_eq!(w.max, Duration::ZERO);
         assert!(w.ask.is_ok());
-        let w = wait(&["--url", "https://g", "--max-seconds", "4294967295", "--ca", PEM], &pod_env());
+        let w = wait(
+            &[
+                "--url",
+                "https://g",
+                "--max-seconds",
+                "4294967295",
+                "--ca",
+                PEM,
+            ],
+            &pod_env(),
+        );
         assert_eq!(w.max, Duration::from_secs(u64::from(u32::MAX)));
     }
 
     #[test]
     fn flag_mistakes_are_problems() {
         let w = wait(
-            &["--url", "https://g", "--url", "https://h", "--max-seconds", "3", "--ca", PEM, "--ca-file", "x", "--verbose", "stray", "--pod-uid"],
+            &[
+                "--url",
+                "https://g",
+                "--url",
+                "https://h",
+                "--max-seconds",
+                "3",
+                "--ca",
+                PEM,
+                "--ca-file",
+                "x",
+                "--verbose",
+                "stray",
+                "--pod-uid",
+            ],
             &pod_env(),
         );
         assert_eq!(
@@ -475,20 +564,42 @@ mod tests {
 
     #[test]
     fn other_commands() {
-        assert_eq!(run(&["install", "/.gracegate/gracegate-wait"], &[]), Ok(Command::Install("/.gracegate/gracegate-wait".into())));
-        assert!(run(&["install"], &[]).unwrap_err().0.contains("destination"));
-        assert!(run(&["install", "a", "b"], &[]).unwrap_err().0.contains("exactly one"));
+        assert_eq!(
+            run(&["install", "/.gracegate/gracegate-wait"], &[]),
+            Ok(Command::Install("/.gracegate/gracegate-wait".into()))
+        );
+        assert!(
+            run(&["install"], &[])
+                .unwrap_err()
+                .0
+                .contains("destination")
+        );
+        assert!(
+            run(&["install", "a", "b"], &[])
+                .unwrap_err()
+                .0
+                .contains("exactly one")
+        );
         assert!(run(&["install", "--force"], &[]).is_err());
         assert_eq!(run(&["--help"], &[]), Ok(Command::Help));
         assert_eq!(run(&["--version"], &[]), Ok(Command::Version));
         assert_eq!(run(&[], &[]).unwrap_err().0, "no command given");
-        assert_eq!(run(&["sleep"], &[]).unwrap_err().0, "unknown command \"sleep\"");
+        assert_eq!(
+            run(&["sleep"], &[]).unwrap_err().0,
+            "unknown command \"sleep\""
+        );
     }
 
     #[test]
     fn kubernetes_names() {
         assert!(dns_label("kube-system") && dns_label("a") && dns_label(&"a".repeat(63)));
-        assert!(!dns_label(&"a".repeat(64)) && !dns_label("-a") && !dns_label("a-") && !dns_label("a.b") && !dns_label("A"));
+        assert!(
+            !dns_label(&"a".repeat(64))
+                && !dns_label("-a")
+                && !dns_label("a-")
+                && !dns_label("a.b")
+                && !dns_label("A")
+        );
         assert!(dns_subdomain("web-7d9f8.x2x9z") && !dns_subdomain("web."));
         assert!(uid(UID) && !uid("") && !uid("a b") && !uid("a?b"));
     }

@@ -55,7 +55,11 @@ mod tests {
         for cap in caps {
             let cap = Duration::from_millis(cap);
             let delay = backoff.next(&mut jitter);
-            assert!(delay >= cap / 2 && delay <= cap, "{delay:?} not in [{:?}, {cap:?}]", cap / 2);
+            assert!(
+                delay >= cap / 2 && delay <= cap,
+                "{delay:?} not in [{:?}, {cap:?}]",
+                cap / 2
+            );
         }
         for _ in 0..10_000 {
             assert!(backoff.next(&mut jitter) <= CEILING);

@@ -53,7 +53,9 @@ pub fn start_watchdog(deadline: Instant, seconds: u64) {
 
 pub fn on_panic_wait_for(deadline: Instant, seconds: u64) {
     std::panic::set_hook(Box::new(move |info| {
-        log::say(&format!("internal error: {info}; waiting until the deadline"));
+        log::say(&format!(
+            "internal error: {info}; waiting until the deadline"
+        ));
         sleep_until(deadline);
         finish_and_exit(&format!("deadline of {seconds}s reached; stopping"));
     }));

@@ -113,7 +113,11 @@ mod tests {
                 io::Error::new(io::ErrorKind::ConnectionRefused, format!("port {port}")),
             )
         };
-        assert_eq!(refused(1), refused(2), "the detail is not part of the class");
+        assert_eq!(
+            refused(1),
+            refused(2),
+            "the detail is not part of the class"
+        );
         assert_eq!(refused(1).to_string(), "connect: connection refused");
         assert_eq!(
             Failure::from_io(Step::Receive, io::ErrorKind::WouldBlock.into()),
@@ -130,7 +134,11 @@ mod tests {
             io::Error::new(io::ErrorKind::InvalidData, inner.clone()),
         );
         assert_eq!(failure, Failure::Tls(inner));
-        assert!(failure.to_string().starts_with("TLS: invalid peer certificate"));
+        assert!(
+            failure
+                .to_string()
+                .starts_with("TLS: invalid peer certificate")
+        );
         assert!(!failure.is_answer());
         assert!(Failure::Status(500).is_answer());
     }

@@ -140,7 +140,12 @@ pub fn read_response(reader: &mut impl Read) -> Result<Response, ReadError> {
         match status {
             101 => return Err(HttpFailure::Unsupported.into()),
             100..=199 => continue,
-            204 | 304 => return Ok(Response { status, body: Vec::new() }),
+            204 | 304 => {
+                return Ok(Response {
+                    status,
+                    body: Vec::new(),
+                });
+            }
             _ => {}
         }
         let body = if chunked {
@@ -151,7 +156,7 @@ pub fn read_response(reader: &mut impl Read) -> Result<Response, ReadError> {
             }
             input.exact(length)?
         } else {
-            input.to_end()?
+            input.until_closed()?
         };
         return Ok(Response { status, body });
     }
@@ -241,7 +246,7 @@ impl<R: Read> Input<'_, R> {
         Ok(bytes)
     }
 
-    fn to_end(&mut self) -> Result<Vec<u8>, ReadError> {
+    fn until_closed(&mut self) -> Result<Vec<u8>, ReadError> {
         while self.fill()? {
             if self.buf.len() - self.pos > MAX_BODY {
                 return Err(HttpFailure::BodyTooLarge.into());
@@ -327,7 +332,13 @@ mod tests {
     #[test]
     fn content_length_bodies() {
         let r = ok(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 16\r\n\r\n{\"release\":true}trailing junk");
-        assert_eq!(r, Response { status: 200, body: b"{\"release\":true}".to_vec() });
+        assert_eq!(
+            r,
+            Response {
+                status: 200,
+                body: b"{\"release\":true}".to_vec()
+            }
+        );
         let r = ok(b"HTTP/1.0 503 Service Unavailable\nContent-Length:2\n\n{}");
         assert_eq!((r.status, r.body.as_slice()), (503, &b"{}"[..]), "bare LF");
     }
@@ -339,7 +350,13 @@ mod tests {
         let r = ok(b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\n{\"release\":false}");
         assert_eq!(r.body, b"{\"release\":false}");
         let r = ok(b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 204 No Content\r\n\r\n");
-        assert_eq!(r, Response { status: 204, body: vec![] });
+        assert_eq!(
+            r,
+            Response {
+                status: 204,
+                body: vec![]
+            }
+        );
     }
 
     #[test]
@@ -350,25 +367,64 @@ mod tests {
         assert_eq!(http(b"HTTP/1.1 20 OK\r\n\r\n"), HttpFailure::StatusLine);
         assert_eq!(http(b"HTTP/1.1 +20 OK\r\n\r\n"), HttpFailure::StatusLine);
         assert_eq!(http(b"HTTP/1.1 999 OK\r\n\r\n"), HttpFailure::StatusLine);
-        assert_eq!(http(b"HTTP/1.1 200 OK\r\nno colon\r\n\r\n"), HttpFailure::Header);
-        assert_eq!(http(b"HTTP/1.1 200 OK\r\nContent-Length: -1\r\n\r\n"), HttpFailure::Length);
-        assert_eq!(http(b"HTTP/1.1 200 OK\r\nContent-Length: +1\r\n\r\nx"), HttpFailure::Length);
+        assert_eq!(
+            http(b"HTTP/1.1 200 OK\r\nno colon\r\n\r\n"),
+            HttpFailure::Header
+        );
+        assert_eq!(
+            http(b"HTTP/1.1 200 OK\r\nContent-Length: -1\r\n\r\n"),
+            HttpFailure::Length
+        );
+        assert_eq!(
+            http(b"HTTP/1.1 200 OK\r\nContent-Length: +1\r\n\r\nx"),
+            HttpFailure::Length
+        );
         assert_eq!(
             http(b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\nxx"),
             HttpFailure::Length
         );
-        assert_eq!(http(b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nshort"), HttpFailure::Truncated);
-        assert_eq!(http(b"HTTP/1.1 200 OK\r\nContent-Length: 99999999\r\n\r\n"), HttpFailure::BodyTooLarge);
-        assert_eq!(http(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\n"), HttpFailure::Unsupported);
-        assert_eq!(http(b"HTTP/1.1 101 Switching\r\n\r\n"), HttpFailure::Unsupported);
-        assert_eq!(http(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n"), HttpFailure::Chunk);
-        assert_eq!(http(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nabc\r\n0\r\n\r\n"), HttpFailure::Chunk);
-        assert_eq!(http(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nFFFFFFFFF\r\n"), HttpFailure::Chunk);
-        assert_eq!(http(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nab"), HttpFailure::Truncated);
-        assert_eq!(http(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n1\r\nabcdef"), HttpFailure::Chunk);
+        assert_eq!(
+            http(b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nshort"),
+            HttpFailure::Truncated
+        );
+        assert_eq!(
+            http(b"HTTP/1.1 200 OK\r\nContent-Length: 99999999\r\n\r\n"),
+            HttpFailure::BodyTooLarge
+        );
+        assert_eq!(
+            http(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\n"),
+            HttpFailure::Unsupported
+        );
+        assert_eq!(
+            http(b"HTTP/1.1 101 Switching\r\n\r\n"),
+            HttpFailure::Unsupported
+        );
+        assert_eq!(
+            http(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n"),
+            HttpFailure::Chunk
+        );
+        assert_eq!(
+            http(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nabc\r\n0\r\n\r\n"),
+            HttpFailure::Chunk
+        );
+        assert_eq!(
+            http(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nFFFFFFFFF\r\n"),
+            HttpFailure::Chunk
+        );
+        assert_eq!(
+            http(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nab"),
+            HttpFailure::Truncated
+        );
+        assert_eq!(
+            http(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n1\r\nabcdef"),
+            HttpFailure::Chunk
+        );
         let huge_header = format!("HTTP/1.1 200 OK\r\nX: {}\r\n\r\n", "a".repeat(20_000));
         assert_eq!(http(huge_header.as_bytes()), HttpFailure::HeadTooLarge);
-        let many_headers = format!("HTTP/1.1 200 OK\r\n{}\r\n", "X: aaaaaaaaaa\r\n".repeat(2_000));
+        let many_headers = format!(
+            "HTTP/1.1 200 OK\r\n{}\r\n",
+            "X: aaaaaaaaaa\r\n".repeat(2_000)
+        );
         assert_eq!(http(many_headers.as_bytes()), HttpFailure::HeadTooLarge);
         let endless = format!("HTTP/1.1 200 OK\r\n\r\n{}", "a".repeat(200_000));
         assert_eq!(http(endless.as_bytes()), HttpFailure::BodyTooLarge);
@@ -412,6 +468,9 @@ mod tests {
         let r = read_response(&mut reader).unwrap();
         assert_eq!(r.body, b"{\"release\":false}");
         let mut cut = NoCloseNotify(b"HTTP/1.1 200 OK\r\nContent-Length: 30\r\n\r\n{}");
-        assert!(matches!(read_response(&mut cut), Err(ReadError::Http(HttpFailure::Truncated))));
+        assert!(matches!(
+            read_response(&mut cut),
+            Err(ReadError::Http(HttpFailure::Truncated))
+        ));
     }
 }

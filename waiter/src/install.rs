@@ -93,7 +93,10 @@ mod tests {
     use std::os::unix::fs::MetadataExt;
 
     fn scratch(name: &str) -> PathBuf {
-        let dir = std::env::temp_dir().join(format!("gracegate-wait-install-{name}-{}", std::process::id()));
+        let dir = std::env::temp_dir().join(format!(
+            "gracegate-wait-install-{name}-{}",
+            std::process::id()
+        ));
         let _ = fs::remove_dir_all(&dir);
         fs::create_dir_all(&dir).unwrap();
         dir
@@ -106,12 +109,19 @@ mod tests {
         fs::write(&source, b"#!binary").unwrap();
         let dest = dir.join("gracegate-wait");
         fs::write(&dest, b"an older copy").unwrap();
-        fs::write(dir.join(format!(".gracegate-wait.tmp-{}", std::process::id())), b"stale").unwrap();
+        fs::write(
+            dir.join(format!(".gracegate-wait.tmp-{}", std::process::id())),
+            b"stale",
+        )
+        .unwrap();
 
         assert_eq!(copy_atomically(&source, &dest).unwrap(), 8);
         assert_eq!(fs::read(&dest).unwrap(), b"#!binary");
         assert_eq!(fs::metadata(&dest).unwrap().mode() & 0o7777, 0o755);
-        let mut names: Vec<_> = fs::read_dir(&dir).unwrap().map(|e| e.unwrap().file_name()).collect();
+        let mut names: Vec<_> = fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
         names.sort();
         assert_eq!(names, ["gracegate-wait", "source"]);
         fs::remove_dir_all(&dir).unwrap();

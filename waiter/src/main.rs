@@ -41,7 +41,11 @@ fn main() -> ExitCode {
         }
         Ok(Command::Install(dest)) => match install::install(&dest) {
             Ok(bytes) => {
-                eprintln!("{}installed {} ({bytes} bytes)", log::PREFIX, dest.display());
+                eprintln!(
+                    "{}installed {} ({bytes} bytes)",
+                    log::PREFIX,
+                    dest.display()
+                );
                 ExitCode::SUCCESS
             }
             Err(error) => {

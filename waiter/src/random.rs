@@ -43,7 +43,11 @@ impl Jitter {
     /// A duration in `[low, high]`, at millisecond-or-better spread.
     pub fn between(&mut self, low: Duration, high: Duration) -> Duration {
         let span = high.saturating_sub(low).as_nanos() as u64;
-        let offset = if span == 0 { 0 } else { self.next_u64() % (span + 1) };
+        let offset = if span == 0 {
+            0
+        } else {
+            self.next_u64() % (span + 1)
+        };
         low + Duration::from_nanos(offset)
     }
 }
@@ -58,10 +62,17 @@ mod tests {
         let (low, high) = (Duration::from_millis(100), Duration::from_millis(500));
         let draws: Vec<_> = (0..10_000).map(|_| jitter.between(low, high)).collect();
         assert!(draws.iter().all(|d| (low..=high).contains(d)));
-        let below_mid = draws.iter().filter(|d| **d < Duration::from_millis(300)).count();
+        let below_mid = draws
+            .iter()
+            .filter(|d| **d < Duration::from_millis(300))
+            .count();
         assert!((4_000..6_000).contains(&below_mid), "{below_mid}");
         assert_eq!(jitter.between(high, high), high);
-        assert_eq!(jitter.between(high, low), high, "an empty range is its low end");
+        assert_eq!(
+            jitter.between(high, low),
+            high,
+            "an empty range is its low end"
+        );
     }
 
     #[test]

@@ -81,11 +81,20 @@ mod tests {
     #[test]
     fn bad_bundles_are_errors() {
         assert_eq!(roots(b"").unwrap_err(), CaError::NoCertificate);
-        assert_eq!(roots(b"not pem at all").unwrap_err(), CaError::NoCertificate);
+        assert_eq!(
+            roots(b"not pem at all").unwrap_err(),
+            CaError::NoCertificate
+        );
         let key_only = rcgen::KeyPair::generate().unwrap().serialize_pem();
-        assert_eq!(roots(key_only.as_bytes()).unwrap_err(), CaError::NoCertificate);
+        assert_eq!(
+            roots(key_only.as_bytes()).unwrap_err(),
+            CaError::NoCertificate
+        );
         let not_a_cert = "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n";
-        assert_eq!(roots(not_a_cert.as_bytes()).unwrap_err(), CaError::NoCertificate);
+        assert_eq!(
+            roots(not_a_cert.as_bytes()).unwrap_err(),
+            CaError::NoCertificate
+        );
         let broken = "-----BEGIN CERTIFICATE-----\n!!!!\n-----END CERTIFICATE-----\n";
         assert!(matches!(roots(broken.as_bytes()), Err(CaError::Pem(_))));
         let unterminated = ca_pem().replace("-----END CERTIFICATE-----", "");

@@ -70,10 +70,11 @@ impl Endpoint {
                 .map_err(|_| UrlError("the host is not a DNS name a certificate can carry"))?,
         };
         let prefix = path.trim_end_matches('/');
-        if !prefix.bytes().all(|b| b.is_ascii_alphanumeric() || b"-._~/".contains(&b)) {
-            return Err(UrlError(
-                "the path may only hold letters, digits and -._~/",
-            ));
+        if !prefix
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-._~/".contains(&b))
+        {
+            return Err(UrlError("the path may only hold letters, digits and -._~/"));
         }
         Ok(Endpoint {
             host,
@@ -135,13 +136,17 @@ fn valid_name(host: &str) -> Result<String, UrlError> {
     }
     for label in name.split('.') {
         if label.is_empty() || label.len() > 63 {
-            return Err(UrlError("a host name label is empty or longer than 63 characters"));
+            return Err(UrlError(
+                "a host name label is empty or longer than 63 characters",
+            ));
         }
         if !label
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
         {
-            return Err(UrlError("the host name holds a character other than a-z 0-9 - _ ."));
+            return Err(UrlError(
+                "the host name holds a character other than a-z 0-9 - _ .",
+            ));
         }
     }
     Ok(host.to_ascii_lowercase())
@@ -169,7 +174,11 @@ mod tests {
 
         let e = ok("https://gracegate.example.:443/base/v0/");
         assert_eq!(e.host, Host::Name("gracegate.example.".into()));
-        assert_eq!(e.authority(), "gracegate.example", "no trailing dot in Host");
+        assert_eq!(
+            e.authority(),
+            "gracegate.example",
+            "no trailing dot in Host"
+        );
         assert_eq!(e.prefix, "/base/v0");
         assert_eq!(e.to_string(), "https://gracegate.example/base/v0");
     }

@@ -102,9 +102,10 @@ impl<C: Clock, G: Gracegate> Wait<'_, C, G> {
                     let line = match &state {
                         State::Answering(before) if *before == reason => None,
                         State::Answering(_) | State::Starting => Some(not_yet(&reason)),
-                        State::NotLeader | State::Failing(_) => {
-                            Some(format!("gracegate is answering again; {}", not_yet(&reason)))
-                        }
+                        State::NotLeader | State::Failing(_) => Some(format!(
+                            "gracegate is answering again; {}",
+                            not_yet(&reason)
+                        )),
                     };
                     self.transition(&mut state, State::Answering(reason), line);
                     backoff.reset();
@@ -235,11 +236,17 @@ mod tests {
     }
 
     fn release(uid: &str) -> Result<Response, Failure> {
-        json(200, &format!(r#"{{"release":true,"uid":"{uid}","reason":"targets-gone"}}"#))
+        json(
+            200,
+            &format!(r#"{{"release":true,"uid":"{uid}","reason":"targets-gone"}}"#),
+        )
     }
 
     fn not_yet(reason: &str) -> Result<Response, Failure> {
-        json(200, &format!(r#"{{"release":false,"uid":"{UID}","reason":"{reason}"}}"#))
+        json(
+            200,
+            &format!(r#"{{"release":false,"uid":"{UID}","reason":"{reason}"}}"#),
+        )
     }
 
     fn refused() -> Result<Response, Failure> {
@@ -315,10 +322,19 @@ mod tests {
         );
         assert_eq!(o.asks, [Duration::ZERO, 25 * S, 50 * S, 60 * S]);
         assert!(o.slept.is_empty());
-        assert_eq!(o.end, End::Released { after: 62 * S, reason: "targets-gone".into() });
+        assert_eq!(
+            o.end,
+            End::Released {
+                after: 62 * S,
+                reason: "targets-gone".into()
+            }
+        );
         assert_eq!(
             o.lines,
-            ["not released yet: targets-draining", "not released yet: settling"],
+            [
+                "not released yet: targets-draining",
+                "not released yet: settling"
+            ],
             "one line per change of reason"
         );
     }
@@ -339,7 +355,11 @@ mod tests {
         let o = run(30 * S, vec![(MS, refused())]);
         assert_eq!(o.end, End::Deadline);
         assert_eq!(o.ended_at, 30 * S, "never earlier, and not later");
-        assert!(o.slept.iter().all(|d| *d <= backoff::CEILING), "{:?}", o.slept);
+        assert!(
+            o.slept.iter().all(|d| *d <= backoff::CEILING),
+            "{:?}",
+            o.slept
+        );
         assert!(o.slept[0] <= 100 * MS && o.slept[0] >= 50 * MS);
         assert!(o.asks.len() >= 15, "{} asks in 30 s", o.asks.len());
         assert_eq!(
@@ -357,7 +377,9 @@ mod tests {
         assert!(o.asks.len() > 5);
         assert_eq!(
             o.lines,
-            ["gracegate's answer is no release: a release for uid someone-else, not ours; retrying until the deadline"]
+            [
+                "gracegate's answer is no release: a release for uid someone-else, not ours; retrying until the deadline"
+            ]
         );
     }
 
@@ -433,7 +455,11 @@ mod tests {
             ],
         );
         assert!(matches!(o.end, End::Released { .. }));
-        assert!(o.slept[5] <= 100 * MS, "the backoff starts over: {:?}", o.slept);
+        assert!(
+            o.slept[5] <= 100 * MS,
+            "the backoff starts over: {:?}",
+            o.slept
+        );
         assert_eq!(
             o.lines,
             [

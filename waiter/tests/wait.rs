@@ -49,9 +49,16 @@ fn a_release_of_our_pod_ends_the_wait_at_once() {
             server.url()
         )
     );
-    assert!(lines[1].starts_with("gracegate-wait: released after 0."), "{}", lines[1]);
+    assert!(
+        lines[1].starts_with("gracegate-wait: released after 0."),
+        "{}",
+        lines[1]
+    );
     assert!(lines[1].ends_with("s: targets-gone"), "{}", lines[1]);
-    assert_eq!(run.copy, run.stderr, "every line is copied to PID 1's stderr");
+    assert_eq!(
+        run.copy, run.stderr,
+        "every line is copied to PID 1's stderr"
+    );
 }
 
 #[test]
@@ -74,7 +81,10 @@ fn flags_win_over_the_env_and_ca_file_works() {
     let ca_file = scratch.path("ca.pem");
     std::fs::write(&ca_file, &pki.ca_pem).unwrap();
     let server = Server::https(&pki, "127.0.0.1:0", |_, request| {
-        if request.head.contains("/namespaces/other-ns/pods/other-pod?uid=other-uid&") {
+        if request
+            .head
+            .contains("/namespaces/other-ns/pods/other-pod?uid=other-uid&")
+        {
             Act::release("other-uid")
         } else {
             Act::json(400, r#"{"reason":"unexpected pod"}"#)
@@ -104,7 +114,11 @@ fn flags_win_over_the_env_and_ca_file_works() {
 #[test]
 fn nothing_listening_waits_for_the_deadline() {
     let pki = localhost();
-    let run = wait(&format!("https://127.0.0.1:{}", closed_port()), DEADLINE, &pki.ca_pem);
+    let run = wait(
+        &format!("https://127.0.0.1:{}", closed_port()),
+        DEADLINE,
+        &pki.ca_pem,
+    );
     run.assert_deadline(DEADLINE);
     assert!(
         run.stderr.contains(
@@ -113,7 +127,12 @@ fn nothing_listening_waits_for_the_deadline() {
         "{}",
         run.stderr
     );
-    assert_eq!(run.stderr.lines().count(), 3, "one line per change: {}", run.stderr);
+    assert_eq!(
+        run.stderr.lines().count(),
+        3,
+        "one line per change: {}",
+        run.stderr
+    );
 }
 
 #[test]
@@ -122,8 +141,17 @@ fn a_server_that_closes_every_connection_waits_for_the_deadline() {
     let pki = localhost();
     let run = wait(&server.url(), DEADLINE, &pki.ca_pem);
     run.assert_deadline(DEADLINE);
-    assert!(run.stderr.contains("cannot reach gracegate: TLS handshake: "), "{}", run.stderr);
-    assert!(server.connections() >= 4, "kept retrying: {}", server.connections());
+    assert!(
+        run.stderr
+            .contains("cannot reach gracegate: TLS handshake: "),
+        "{}",
+        run.stderr
+    );
+    assert!(
+        server.connections() >= 4,
+        "kept retrying: {}",
+        server.connections()
+    );
 }
 
 #[test]
@@ -135,7 +163,11 @@ fn a_server_that_accepts_and_says_nothing_waits_for_the_deadline() {
     let pki = localhost();
     let run = wait(&server.url(), DEADLINE, &pki.ca_pem);
     run.assert_deadline(DEADLINE);
-    assert_eq!(server.connections(), 1, "the one handshake ran into the deadline");
+    assert_eq!(
+        server.connections(),
+        1,
+        "the one handshake ran into the deadline"
+    );
 }
 
 #[test]
@@ -158,11 +190,15 @@ fn a_500_is_retried_with_backoff_until_the_deadline() {
     assert!((4..=8).contains(&asks.len()), "{} asks", asks.len());
     for pair in asks.windows(2) {
         let gap = pair[1].received - pair[0].received;
-        assert!(gap <= Duration::from_millis(2_300), "backoff over 2 s: {gap:?}");
+        assert!(
+            gap <= Duration::from_millis(2_300),
+            "backoff over 2 s: {gap:?}"
+        );
     }
     assert!(
-        run.stderr
-            .contains("gracegate's answer is no release: HTTP status 500; retrying until the deadline"),
+        run.stderr.contains(
+            "gracegate's answer is no release: HTTP status 500; retrying until the deadline"
+        ),
         "{}",
         run.stderr
     );
@@ -176,7 +212,8 @@ fn a_release_of_another_pod_is_not_ours() {
     run.assert_deadline(DEADLINE);
     assert!(server.requests().len() >= 3, "kept asking");
     assert!(
-        run.stderr.contains("a release for uid someone-else, not ours"),
+        run.stderr
+            .contains("a release for uid someone-else, not ours"),
         "{}",
         run.stderr
     );
@@ -188,8 +225,15 @@ fn a_certificate_from_another_ca_is_refused_until_the_deadline() {
     let server = Server::https(&theirs, "127.0.0.1:0", |_, _| Act::release(POD_UID));
     let run = wait(&server.url(), DEADLINE, &ours.ca_pem);
     run.assert_deadline(DEADLINE);
-    assert!(server.requests().is_empty(), "no request over an untrusted connection");
-    assert!(server.connections() >= 3, "kept retrying: {}", server.connections());
+    assert!(
+        server.requests().is_empty(),
+        "no request over an untrusted connection"
+    );
+    assert!(
+        server.connections() >= 3,
+        "kept retrying: {}",
+        server.connections()
+    );
     assert!(
         run.stderr.contains(
             "cannot reach gracegate: TLS: invalid peer certificate: UnknownIssuer; retrying until the deadline"
@@ -205,7 +249,12 @@ fn a_certificate_for_another_name_is_refused() {
     let server = Server::https(&pki, "127.0.0.1:0", |_, _| Act::release(POD_UID));
     let run = wait(&server.url(), DEADLINE, &pki.ca_pem);
     run.assert_deadline(DEADLINE);
-    assert!(run.stderr.contains("TLS: invalid peer certificate: certificate not valid for name"), "{}", run.stderr);
+    assert!(
+        run.stderr
+            .contains("TLS: invalid peer certificate: certificate not valid for name"),
+        "{}",
+        run.stderr
+    );
 }
 
 #[test]
@@ -214,8 +263,11 @@ fn a_leader_change_mid_wait_reconnects_and_still_waits_for_the_release() {
     // A long poll that runs out on the old leader, three 503s from a replica that is not
     // the leader yet, then the new leader's release.
     let server = Server::https(&pki, "127.0.0.1:0", |n, _| match n {
-        0 => Act::json(200, format!(r#"{{"release":false,"uid":"{POD_UID}","reason":"targets-draining"}}"#))
-            .after(Duration::from_millis(1_200)),
+        0 => Act::json(
+            200,
+            format!(r#"{{"release":false,"uid":"{POD_UID}","reason":"targets-draining"}}"#),
+        )
+        .after(Duration::from_millis(1_200)),
         1..=3 => Act::not_leader(),
         _ => Act::release(POD_UID),
     });
@@ -225,9 +277,16 @@ fn a_leader_change_mid_wait_reconnects_and_still_waits_for_the_release() {
     let asks = server.requests();
     for pair in asks[1..].windows(2) {
         let gap = pair[1].received - pair[0].answered.unwrap();
-        assert!(gap >= Duration::from_millis(100) && gap < Duration::from_millis(800), "{gap:?}");
+        assert!(
+            gap >= Duration::from_millis(100) && gap < Duration::from_millis(800),
+            "{gap:?}"
+        );
     }
-    let lines: Vec<&str> = run.stderr.lines().map(|l| l.trim_start_matches("gracegate-wait: ")).collect();
+    let lines: Vec<&str> = run
+        .stderr
+        .lines()
+        .map(|l| l.trim_start_matches("gracegate-wait: "))
+        .collect();
     assert_eq!(lines.len(), 4, "{}", run.stderr);
     assert_eq!(
         lines[1..3],
@@ -244,8 +303,11 @@ fn a_leader_change_mid_wait_reconnects_and_still_waits_for_the_release() {
 fn a_long_poll_that_runs_out_is_asked_again_at_once() {
     let pki = localhost();
     let server = Server::https(&pki, "127.0.0.1:0", |n, _| match n {
-        0 => Act::json(200, format!(r#"{{"release":false,"uid":"{POD_UID}","reason":"targets-draining"}}"#))
-            .after(Duration::from_millis(1_500)),
+        0 => Act::json(
+            200,
+            format!(r#"{{"release":false,"uid":"{POD_UID}","reason":"targets-draining"}}"#),
+        )
+        .after(Duration::from_millis(1_500)),
         _ => Act::release(POD_UID),
     });
     let run = wait(&server.url(), 30, &pki.ca_pem);
@@ -253,7 +315,10 @@ fn a_long_poll_that_runs_out_is_asked_again_at_once() {
     let asks = server.requests();
     assert_eq!(asks.len(), 2);
     let gap = asks[1].received - asks[0].answered.unwrap();
-    assert!(gap < Duration::from_millis(500), "asked again after {gap:?}");
+    assert!(
+        gap < Duration::from_millis(500),
+        "asked again after {gap:?}"
+    );
 }
 
 #[test]
@@ -262,8 +327,19 @@ fn a_missing_pod_identity_sleeps_until_the_deadline_without_asking() {
     let server = Server::https(&pki, "127.0.0.1:0", |_, _| Act::release(POD_UID));
     let run = run(
         &waiter_bin(),
-        &["wait", "--url", &server.url(), "--max-seconds", &DEADLINE.to_string(), "--ca", &pki.ca_pem],
-        &[("GRACEGATE_POD_NAME", POD_NAME), ("GRACEGATE_POD_NAMESPACE", POD_NAMESPACE)],
+        &[
+            "wait",
+            "--url",
+            &server.url(),
+            "--max-seconds",
+            &DEADLINE.to_string(),
+            "--ca",
+            &pki.ca_pem,
+        ],
+        &[
+            ("GRACEGATE_POD_NAME", POD_NAME),
+            ("GRACEGATE_POD_NAMESPACE", POD_NAMESPACE),
+        ],
     );
     run.assert_deadline(DEADLINE);
     assert_eq!(server.connections(), 0);
@@ -276,10 +352,19 @@ fn a_missing_pod_identity_sleeps_until_the_deadline_without_asking() {
 #[test]
 fn a_bad_ca_bundle_sleeps_until_the_deadline() {
     let server = Server::https(&localhost(), "127.0.0.1:0", |_, _| Act::release(POD_UID));
-    let run = wait(&server.url(), DEADLINE, "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n");
+    let run = wait(
+        &server.url(),
+        DEADLINE,
+        "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n",
+    );
     run.assert_deadline(DEADLINE);
     assert_eq!(server.connections(), 0);
-    assert!(run.stderr.contains("the CA bundle holds no usable CA certificate"), "{}", run.stderr);
+    assert!(
+        run.stderr
+            .contains("the CA bundle holds no usable CA certificate"),
+        "{}",
+        run.stderr
+    );
 }
 
 #[test]
@@ -287,7 +372,15 @@ fn an_unparseable_max_seconds_means_300s() {
     let pki = localhost();
     let server = Server::https(&pki, "127.0.0.1:0", |_, _| Act::release(POD_UID));
     let mut child = Command::new(waiter_bin())
-        .args(["wait", "--url", &server.url(), "--max-seconds", "5m", "--ca", &pki.ca_pem])
+        .args([
+            "wait",
+            "--url",
+            &server.url(),
+            "--max-seconds",
+            "5m",
+            "--ca",
+            &pki.ca_pem,
+        ])
         .env_clear()
         .envs(pod_env())
         .env("GRACEGATE_WAIT_PID1_STDERR", "")
@@ -298,7 +391,12 @@ fn an_unparseable_max_seconds_means_300s() {
     assert!(child.try_wait().unwrap().is_none(), "still waiting");
     child.kill().unwrap();
     let mut stderr = String::new();
-    child.stderr.take().unwrap().read_to_string(&mut stderr).unwrap();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut stderr)
+        .unwrap();
     child.wait().unwrap();
     assert_eq!(
         stderr,
@@ -310,7 +408,11 @@ fn an_unparseable_max_seconds_means_300s() {
 #[test]
 fn a_zero_deadline_exits_at_once() {
     let pki = localhost();
-    let run = wait(&format!("https://127.0.0.1:{}", closed_port()), 0, &pki.ca_pem);
+    let run = wait(
+        &format!("https://127.0.0.1:{}", closed_port()),
+        0,
+        &pki.ca_pem,
+    );
     run.assert_deadline(0);
 }
 
@@ -322,11 +424,24 @@ fn install_copies_the_executable_atomically() {
     let run = run(&waiter_bin(), &["install", dest.to_str().unwrap()], &[]);
     assert!(run.status.success(), "{run:#?}");
     assert!(started.elapsed() < Duration::from_secs(5));
-    assert_eq!(std::fs::read(&dest).unwrap(), std::fs::read(waiter_bin()).unwrap());
+    assert_eq!(
+        std::fs::read(&dest).unwrap(),
+        std::fs::read(waiter_bin()).unwrap()
+    );
     use std::os::unix::fs::PermissionsExt;
-    assert_eq!(std::fs::metadata(&dest).unwrap().permissions().mode() & 0o7777, 0o755);
-    assert_eq!(std::fs::read_dir(&scratch.0).unwrap().count(), 1, "no temporary file left");
-    assert!(run.stderr.starts_with(&format!("gracegate-wait: installed {}", dest.display())));
+    assert_eq!(
+        std::fs::metadata(&dest).unwrap().permissions().mode() & 0o7777,
+        0o755
+    );
+    assert_eq!(
+        std::fs::read_dir(&scratch.0).unwrap().count(),
+        1,
+        "no temporary file left"
+    );
+    assert!(
+        run.stderr
+            .starts_with(&format!("gracegate-wait: installed {}", dest.display()))
+    );
 
     // The copy runs.
     let version = Command::new(&dest).arg("--version").output().unwrap();
@@ -343,7 +458,10 @@ fn install_into_a_missing_directory_fails_clearly() {
     let run = run(&waiter_bin(), &["install", dest.to_str().unwrap()], &[]);
     assert_eq!(run.status.code(), Some(1), "{run:#?}");
     assert!(
-        run.stderr.starts_with(&format!("gracegate-wait: cannot install {}: cannot create ", dest.display())),
+        run.stderr.starts_with(&format!(
+            "gracegate-wait: cannot install {}: cannot create ",
+            dest.display()
+        )),
         "{}",
         run.stderr
     );
@@ -369,7 +487,15 @@ fn an_empty_copy_hook_disables_the_copy() {
     let mut env = pod_env();
     env.push(("GRACEGATE_WAIT_PID1_STDERR", ""));
     let output = Command::new(waiter_bin())
-        .args(["wait", "--url", &server.url(), "--max-seconds", "30", "--ca", &pki.ca_pem])
+        .args([
+            "wait",
+            "--url",
+            &server.url(),
+            "--max-seconds",
+            "30",
+            "--ca",
+            &pki.ca_pem,
+        ])
         .env_clear()
         .envs(env)
         .output()

@@ -174,7 +174,11 @@ mod tests {
             ],
             "three at most; scoped and bad addresses skipped"
         );
-        assert_eq!(conf.search, ["a.example", "b.example"], "the last line wins");
+        assert_eq!(
+            conf.search,
+            ["a.example", "b.example"],
+            "the last line wins"
+        );
         assert_eq!(conf.ndots, 15);
         assert_eq!(conf.timeout, Duration::from_secs(2));
         assert_eq!(conf.attempts, 5);
@@ -211,7 +215,10 @@ mod tests {
             conf.candidates("gracegate.b.example"),
             ["gracegate.b.example", "gracegate.b.example.a.example"]
         );
-        assert_eq!(conf.candidates("gracegate.b"), ["gracegate.b.a.example", "gracegate.b"]);
+        assert_eq!(
+            conf.candidates("gracegate.b"),
+            ["gracegate.b.a.example", "gracegate.b"]
+        );
     }
 
     #[test]
@@ -225,8 +232,14 @@ mod tests {
 
     #[test]
     fn names_too_long_for_dns_are_left_out() {
-        let host = ["a".repeat(63), "b".repeat(63), "c".repeat(63), "d".repeat(60)].join(".");
+        let host = [
+            "a".repeat(63),
+            "b".repeat(63),
+            "c".repeat(63),
+            "d".repeat(60),
+        ]
+        .join(".");
         let conf = ResolvConf::parse("search cluster.local\n");
-        assert_eq!(conf.candidates(&host), [host.clone()]);
+        assert_eq!(conf.candidates(&host), [host]);
     }
 }

@@ -267,8 +267,8 @@ pub(crate) mod tests {
         assert_eq!(
             q,
             [
-                0xbe, 0xef, 0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0, 1, b'a', 2, b'b', b'c', 0, 0,
-                28, 0, 1
+                0xbe, 0xef, 0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0, 1, b'a', 2, b'b', b'c', 0, 0, 28,
+                0, 1
             ]
         );
     }
@@ -280,7 +280,13 @@ pub(crate) mod tests {
         assert!(query(1, &"a".repeat(64), TYPE_A).is_none());
         let long = vec!["a".repeat(63); 4].join(".");
         assert!(query(1, &long, TYPE_A).is_none(), "256 bytes on the wire");
-        let fits = vec!["a".repeat(63), "a".repeat(63), "a".repeat(63), "a".repeat(61)].join(".");
+        let fits = [
+            "a".repeat(63),
+            "a".repeat(63),
+            "a".repeat(63),
+            "a".repeat(61),
+        ]
+        .join(".");
         assert!(query(1, &fits, TYPE_A).is_some(), "255 bytes on the wire");
     }
 
@@ -290,7 +296,10 @@ pub(crate) mod tests {
         let r = response(
             &q,
             RCODE_NOERROR,
-            &[("@", TYPE_A, vec![10, 0, 0, 1]), (NAME, TYPE_A, vec![10, 0, 0, 2])],
+            &[
+                ("@", TYPE_A, vec![10, 0, 0, 1]),
+                (NAME, TYPE_A, vec![10, 0, 0, 2]),
+            ],
         );
         assert_eq!(
             parse(&r, 7, NAME, TYPE_A),
@@ -322,7 +331,11 @@ pub(crate) mod tests {
                 ("@", TYPE_CNAME, encode_name("mid.example")),
                 ("mid.example", TYPE_CNAME, encode_name("end.example")),
                 ("end.example", TYPE_AAAA, v6.octets().to_vec()),
-                ("stranger.example", TYPE_AAAA, Ipv6Addr::LOCALHOST.octets().to_vec()),
+                (
+                    "stranger.example",
+                    TYPE_AAAA,
+                    Ipv6Addr::LOCALHOST.octets().to_vec(),
+                ),
                 ("end.example", TYPE_A, vec![10, 0, 0, 9]),
             ],
         );
@@ -371,10 +384,21 @@ pub(crate) mod tests {
         assert_eq!(parse(&truncated, 3, NAME, TYPE_A), Ok(Reply::Truncated));
 
         let answer = response(&q, 0, &[("@", TYPE_A, vec![10, 0, 0, 1])]);
-        assert_eq!(parse(&answer, 4, NAME, TYPE_A), Err(ParseError::NotOurs), "id");
-        assert_eq!(parse(&answer, 3, "other.example", TYPE_A), Err(ParseError::NotOurs));
+        assert_eq!(
+            parse(&answer, 4, NAME, TYPE_A),
+            Err(ParseError::NotOurs),
+            "id"
+        );
+        assert_eq!(
+            parse(&answer, 3, "other.example", TYPE_A),
+            Err(ParseError::NotOurs)
+        );
         assert_eq!(parse(&answer, 3, NAME, TYPE_AAAA), Err(ParseError::NotOurs));
-        assert_eq!(parse(&q, 3, NAME, TYPE_A), Err(ParseError::NotOurs), "a query");
+        assert_eq!(
+            parse(&q, 3, NAME, TYPE_A),
+            Err(ParseError::NotOurs),
+            "a query"
+        );
     }
 
     #[test]
@@ -409,7 +433,10 @@ pub(crate) mod tests {
         );
         assert!(parse(&full, 5, NAME, TYPE_A).is_ok());
         for len in 0..full.len() {
-            assert!(parse(&full[..len], 5, NAME, TYPE_A).is_err(), "cut at {len}");
+            assert!(
+                parse(&full[..len], 5, NAME, TYPE_A).is_err(),
+                "cut at {len}"
+            );
         }
         // Every single byte set to every value: no panic, whatever the result.
         for at in 0..full.len() {

@@ -208,7 +208,10 @@ mod tests {
             labels.push(String::from_utf8_lossy(&query[at + 1..at + 1 + len]).into_owned());
             at += 1 + len;
         }
-        (labels.join("."), u16::from_be_bytes([query[at + 1], query[at + 2]]))
+        (
+            labels.join("."),
+            u16::from_be_bytes([query[at + 1], query[at + 2]]),
+        )
     }
 
     fn answer(query: &[u8], act: &Act) -> Option<Vec<u8>> {
@@ -219,9 +222,7 @@ mod tests {
                     .iter()
                     .filter_map(|ip| match (ip, qtype) {
                         (IpAddr::V4(v4), TYPE_A) => Some(("@", TYPE_A, v4.octets().to_vec())),
-                        (IpAddr::V6(v6), TYPE_AAAA) => {
-                            Some(("@", TYPE_AAAA, v6.octets().to_vec()))
-                        }
+                        (IpAddr::V6(v6), TYPE_AAAA) => Some(("@", TYPE_AAAA, v6.octets().to_vec())),
                         _ => None,
                     })
                     .collect();
@@ -318,7 +319,11 @@ mod tests {
             }
             _ => Act::Answer(RCODE_NXDOMAIN, vec![]),
         });
-        let conf = conf(&[&dns], "gracegate-system.svc.cluster.local svc.cluster.local cluster.local", 1000);
+        let conf = conf(
+            &[&dns],
+            "gracegate-system.svc.cluster.local svc.cluster.local cluster.local",
+            1000,
+        );
         let found = resolve(&conf, "gracegate.gracegate-system.svc", soon()).unwrap();
         assert_eq!(found, [ip("10.0.0.1"), ip("fd00::1")], "IPv4 first");
         assert_eq!(
@@ -353,13 +358,24 @@ mod tests {
         assert_eq!(found, [ip("10.0.0.2")]);
         assert_eq!(
             dns.asked(),
-            ["g.example 1 udp", "g.example 1 tcp", "g.example 28 udp", "g.example 28 tcp"]
+            [
+                "g.example 1 udp",
+                "g.example 1 tcp",
+                "g.example 28 udp",
+                "g.example 28 tcp"
+            ]
         );
     }
 
     #[test]
     fn stray_datagrams_are_skipped() {
-        let dns = server(|_, qtype, _| if qtype == TYPE_A { Act::Stray } else { Act::Answer(0, vec![]) });
+        let dns = server(|_, qtype, _| {
+            if qtype == TYPE_A {
+                Act::Stray
+            } else {
+                Act::Answer(0, vec![])
+            }
+        });
         let found = resolve(&conf(&[&dns], "x", 1000), "g.example.", soon()).unwrap();
         assert_eq!(found, [ip("10.1.1.1")], "the forged 6.6.6.6 is not taken");
     }
@@ -369,7 +385,11 @@ mod tests {
         let bad = server(|_, _, _| Act::Answer(2, vec![])); // SERVFAIL
         let garbage = server(|_, _, _| Act::Garbage);
         let good = server(|_, _, _| Act::Answer(0, vec![ip("10.0.0.3")]));
-        let found = resolve(&conf(&[&bad, &garbage, &good], "x", 1000), "g.example.", soon());
+        let found = resolve(
+            &conf(&[&bad, &garbage, &good], "x", 1000),
+            "g.example.",
+            soon(),
+        );
         assert_eq!(found.unwrap(), [ip("10.0.0.3")]);
         assert_eq!(bad.asked().len(), 2, "A and AAAA, each once");
     }
@@ -394,7 +414,11 @@ mod tests {
             resolve(&conf(&[&servfail], "a.example", 1000), "g", soon()),
             Err(DnsFailure::ServerFailure)
         );
-        assert_eq!(servfail.asked().len(), 2 * 2 * 2, "2 names × 2 types × 2 attempts");
+        assert_eq!(
+            servfail.asked().len(),
+            2 * 2 * 2,
+            "2 names × 2 types × 2 attempts"
+        );
 
         let garbage = server(|_, _, _| Act::Garbage);
         assert_eq!(
@@ -411,8 +435,15 @@ mod tests {
         let got = resolve(&conf, "g", started + Duration::from_millis(300));
         assert_eq!(got, Err(DnsFailure::TimedOut));
         let took = started.elapsed();
-        assert!(took < Duration::from_secs(2), "bounded by the deadline: {took:?}");
-        assert_eq!(silent.asked().len(), 1, "silence ends the lookup: no next name");
+        assert!(
+            took < Duration::from_secs(2),
+            "bounded by the deadline: {took:?}"
+        );
+        assert_eq!(
+            silent.asked().len(),
+            1,
+            "silence ends the lookup: no next name"
+        );
     }
 
     #[test]

@@ -103,7 +103,9 @@ impl Act {
     pub fn release(uid: &str) -> Act {
         Act::json(
             200,
-            format!(r#"{{"release":true,"uid":"{uid}","reason":"targets-gone","waitedSeconds":1.5}}"#),
+            format!(
+                r#"{{"release":true,"uid":"{uid}","reason":"targets-gone","waitedSeconds":1.5}}"#
+            ),
         )
     }
 
@@ -261,7 +263,11 @@ fn serve(
             }
             response.push_str("\r\n");
             response.push_str(&body);
-            if tls.write_all(response.as_bytes()).and_then(|()| tls.flush()).is_ok() {
+            if tls
+                .write_all(response.as_bytes())
+                .and_then(|()| tls.flush())
+                .is_ok()
+            {
                 request.answered = Some(Instant::now());
                 requests.lock().unwrap()[n] = request;
             }
@@ -322,13 +328,17 @@ impl Run {
     pub fn assert_deadline(&self, seconds: u64) {
         let deadline = Duration::from_secs(seconds);
         assert!(self.status.success(), "{self:#?}");
-        assert!(self.elapsed >= deadline, "ended before the deadline: {self:#?}");
+        assert!(
+            self.elapsed >= deadline,
+            "ended before the deadline: {self:#?}"
+        );
         assert!(
             self.elapsed < deadline + Duration::from_secs(2),
             "ended late: {self:#?}"
         );
         assert!(
-            self.stderr.ends_with(&format!("deadline of {seconds}s reached; stopping\n")),
+            self.stderr
+                .ends_with(&format!("deadline of {seconds}s reached; stopping\n")),
             "{self:#?}"
         );
     }
@@ -373,7 +383,15 @@ pub fn run(bin: &Path, args: &[&str], env: &[(&str, &str)]) -> Run {
 pub fn wait(url: &str, seconds: u64, ca_pem: &str) -> Run {
     run(
         &waiter_bin(),
-        &["wait", "--url", url, "--max-seconds", &seconds.to_string(), "--ca", ca_pem],
+        &[
+            "wait",
+            "--url",
+            url,
+            "--max-seconds",
+            &seconds.to_string(),
+            "--ca",
+            ca_pem,
+        ],
         &pod_env(),
     )
 }
@@ -386,7 +404,13 @@ pub struct NameServer {
 }
 
 impl NameServer {
-    pub fn start(udp: UdpSocket, tcp: TcpListener, name: &str, address: [u8; 4], truncate_udp: bool) -> NameServer {
+    pub fn start(
+        udp: UdpSocket,
+        tcp: TcpListener,
+        name: &str,
+        address: [u8; 4],
+        truncate_udp: bool,
+    ) -> NameServer {
         let asked = Arc::new(Mutex::new(Vec::new()));
         let name = name.to_string();
         {
@@ -445,7 +469,10 @@ fn question(query: &[u8]) -> (String, u16) {
         labels.push(String::from_utf8_lossy(&query[at + 1..at + 1 + len]).to_ascii_lowercase());
         at += 1 + len;
     }
-    (labels.join("."), u16::from_be_bytes([query[at + 1], query[at + 2]]))
+    (
+        labels.join("."),
+        u16::from_be_bytes([query[at + 1], query[at + 2]]),
+    )
 }
 
 fn dns_answer(query: &[u8], qname: &str, qtype: u16, name: &str, address: [u8; 4]) -> Vec<u8> {
