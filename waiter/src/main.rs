@@ -97,11 +97,16 @@ fn drain_wait(started: Instant, wait: args::Wait) {
                 "waiting for gracegate to release pod {pod} at {endpoint}, at most {seconds}s"
             ));
             let uid = pod.uid.clone();
+            // The only file `wait` reads (besides --ca-file): and only for a name to resolve.
+            let resolv = match endpoint.host {
+                url::Host::Name(_) => dns::conf::ResolvConf::read(),
+                url::Host::Ip(_) => dns::conf::ResolvConf::default(),
+            };
             let mut client = client::Client {
                 endpoint,
                 pod,
                 tls,
-                resolv: dns::conf::ResolvConf::read(),
+                resolv,
             };
             Wait {
                 clock: &SystemClock,
