@@ -57,7 +57,9 @@ WAITER_CC     ?= gcc
 WAITER_BIN    := $(TARGET_DIR)/$(WAITER_TARGET)/waiter/gracegate-wait
 
 waiter:
-	@rustup target list --installed | grep -qx '$(WAITER_TARGET)' || rustup target add $(WAITER_TARGET)
+	@if command -v rustup >/dev/null; then \
+	  rustup target list --installed | grep -qx '$(WAITER_TARGET)' || rustup target add $(WAITER_TARGET); \
+	else echo "no rustup: the Rust standard library for $(WAITER_TARGET) must already be installed"; fi
 	CC_$(subst -,_,$(WAITER_TARGET))=$(WAITER_CC) $(CARGO) build --locked -p gracegate-wait \
 	  --profile waiter --target $(WAITER_TARGET)
 	@echo "$(WAITER_BIN): $$(stat -c %s $(WAITER_BIN)) bytes"
