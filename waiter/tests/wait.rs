@@ -4,7 +4,6 @@
 mod support;
 
 use std::io::Read;
-use std::net::TcpStream;
 use std::process::{Command, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
@@ -478,16 +477,13 @@ fn usage_errors_exit_2() {
     }
 }
 
-/// No test here reaches a real `/proc/1/fd/2`: the hook points the copy at a file, which
-/// the other tests compare with stderr; unset, the copy goes to PID 1, which a test run as
-/// root on a shared machine must not write to. This only checks that an empty hook disables
-/// the copy without harm.
+/// No test reaches a real `/proc/1/fd/2` (tests run as root on machines whose PID 1 is not
+/// theirs): the hook points the copy at a file, which the other tests compare with stderr.
+/// An empty hook turns the copy off, and the wait goes on as usual.
 #[test]
-fn an_empty_copy_hook_disables_the_copy() {
+fn an_empty_copy_hook_turns_the_copy_off() {
     let pki = localhost();
     let server = Server::https(&pki, "127.0.0.1:0", |_, _| Act::release(POD_UID));
-    let mut env = pod_env();
-    env.push(("GRACEGATE_WAIT_PID1_STDERR", ""));
     let output = Command::new(waiter_bin())
         .args([
             "wait",
@@ -499,10 +495,10 @@ fn an_empty_copy_hook_disables_the_copy() {
             &pki.ca_pem,
         ])
         .env_clear()
-        .envs(env)
+        .envs(pod_env())
+        .env("GRACEGATE_WAIT_PID1_STDERR", "")
         .output()
         .unwrap();
     assert!(output.status.success());
     assert!(String::from_utf8_lossy(&output.stderr).contains("released after"));
-    let _ = TcpStream::connect(server.addr);
 }
