@@ -3,9 +3,9 @@
 //! The webhook injects an init container that runs `gracegate-wait install` (copying this
 //! static executable into an emptyDir) and a preStop `exec` of `gracegate-wait wait`, which
 //! asks gracegate (a long poll) whether the pod's targets have left the load balancer, and
-//! ends when they have, or at its deadline `--max-seconds`. The contract with the webhook
-//! and the leader is `drain-wait-protocol.md` (issue 14); `waiter/README.md` maps it to the
-//! code.
+//! ends when they have, or at its deadline `--max-seconds`. It follows issue 14's drain-wait
+//! contract between the webhook, the waiter and the leader; `waiter/README.md` maps that
+//! contract to the code.
 
 mod answer;
 mod args;

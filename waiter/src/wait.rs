@@ -5,7 +5,8 @@
 //! `pkg/kubelet/lifecycle/handlers.go`: `handlerRunner.Run` passes timeout 0 to
 //! `RunInContainer`), bounded only by the grace period the termination started with
 //! (`pkg/kubelet/kuberuntime/kuberuntime_container.go`: `executePreStopHook` waits for the
-//! hook or `gracePeriod` seconds, and a later, shorter grace period does not interrupt it).
+//! hook or `gracePeriod` seconds; issue 14 found in the v1.36 source that a later, shorter
+//! grace period does not interrupt it).
 //! Only the hook ending early shortens a pod's end, so the hook must know when to end.
 //!
 //! The rules, from the drain-wait contract: never end before the deadline unless gracegate
