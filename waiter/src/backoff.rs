@@ -1,8 +1,8 @@
 //! How long to wait before asking again.
 //!
-//! A thousand pods terminating in one rollout all lose gracegate at once when it restarts;
-//! jitter keeps their retries from arriving in waves, and the 2 s ceiling keeps a pod from
-//! noticing a recovered gracegate much later than it could.
+//! A thousand pods terminating in one rollout all lose gracegate at once when it restarts (or
+//! all hear 503 while no replica leads); jitter keeps their retries from arriving in waves, and
+//! the 2 s ceiling keeps a pod from noticing a recovered gracegate much later than it could.
 
 use std::time::Duration;
 
@@ -37,12 +37,6 @@ impl Backoff {
     }
 }
 
-/// After a 503 from a replica that does not hold the Lease: a new connection soon, so the
-/// Service may route to the leader; jittered so the waiters of a handover spread out.
-pub fn not_leader(jitter: &mut Jitter) -> Duration {
-    jitter.between(Duration::from_millis(100), Duration::from_millis(500))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -75,15 +69,6 @@ mod tests {
         }
         backoff.reset();
         assert!(backoff.next(&mut jitter) <= FIRST);
-    }
-
-    #[test]
-    fn not_leader_is_100_to_500ms() {
-        let mut jitter = Jitter::seeded(9);
-        for _ in 0..10_000 {
-            let d = not_leader(&mut jitter);
-            assert!(d >= Duration::from_millis(100) && d <= Duration::from_millis(500));
-        }
     }
 
     #[test]

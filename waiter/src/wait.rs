@@ -120,8 +120,11 @@ impl<C: Clock, G: Gracegate> Wait<'_, C, G> {
                         )
                     });
                     self.transition(&mut state, State::NotLeader, line);
-                    backoff.reset();
-                    backoff::not_leader(&mut self.jitter)
+                    // Backoff, not a fixed short pause: while no replica leads (a crashed
+                    // leader's Lease runs out), every waiter of the cluster gets 503s, each
+                    // costing gracegate a TLS handshake; doubling keeps a thousand waiters at
+                    // under one ask a second each after a few tries.
+                    backoff.next(&mut self.jitter)
                 }
                 Verdict::Failed(failure) => {
                     let line = (state != State::Failing(failure.clone())).then(|| {
@@ -425,10 +428,12 @@ mod tests {
         );
         assert!(matches!(o.end, End::Released { .. }));
         assert_eq!(o.asks.len(), 6);
-        // After the refusal a backoff; after each 503, 100-500 ms.
+        // The refusal and the 503s after it share one backoff, doubling from 100 ms: the
+        // n-th pause is within [c/2, c], c = 100 ms × 2ⁿ.
         assert_eq!(o.slept.len(), 4);
-        for pause in &o.slept[1..] {
-            assert!(*pause >= 100 * MS && *pause <= 500 * MS, "{pause:?}");
+        for (n, pause) in o.slept.iter().enumerate() {
+            let cap = (100 * MS * 2u32.pow(n as u32)).min(2 * S);
+            assert!(*pause >= cap / 2 && *pause <= cap, "pause {n}: {pause:?}");
         }
         assert_eq!(
             o.lines,
