@@ -17,7 +17,7 @@
 use std::time::{Duration, Instant};
 
 use crate::answer::{Verdict, classify};
-use crate::backoff::{self, Backoff};
+use crate::backoff::Backoff;
 use crate::failure::Failure;
 use crate::http::Response;
 use crate::random::Jitter;
