@@ -360,7 +360,7 @@ mod tests {
         assert_eq!(o.end, End::Deadline);
         assert_eq!(o.ended_at, 30 * S, "never earlier, and not later");
         assert!(
-            o.slept.iter().all(|d| *d <= backoff::CEILING),
+            o.slept.iter().all(|d| *d <= crate::backoff::CEILING),
             "{:?}",
             o.slept
         );
