@@ -8,7 +8,7 @@ ADMIN   ?= 127.0.0.1:8080
 VENV    ?= .venv
 MOTO_VERSION ?= 5.2.5
 
-.PHONY: run test test-rules certs build release bench lint fmt clean review install install-bin image image-push dev-bin fuzz fuzz-smoke
+.PHONY: run test test-rules certs build release bench lint fmt clean review install install-bin image image-push dev-bin fuzz fuzz-smoke waiter waiter-path
 
 # Where cargo puts its output (CARGO_TARGET_DIR, else target/).
 TARGET_DIR ?= $(or $(CARGO_TARGET_DIR),target)
@@ -32,15 +32,50 @@ dev-bin:
 ## criterion bench once as a smoke test (the other benches are measurements: `make bench`).
 ## A plain `cargo test` runs the same tests except the ELBv2 conformance test against moto
 ## (a Python ELBv2 emulator), which it reports as ignored; here it runs from $(VENV), in
-## the same build, and the Prometheus rules are checked and unit-tested with promtool. The
-## last line sums every test binary's result (moto's test counted once, where it ran).
-test: $(VENV)/bin/moto_server test-rules
+## the same build, and the Prometheus rules are checked and unit-tested with promtool.
+## Then the waiter's own tests (`-p gracegate-wait`: the root's `cargo test` only tests the
+## root package), and its static-binary tests, which a plain `cargo test` reports as ignored,
+## on the binary `make waiter` built. The last line sums every test binary's result (each
+## ignored-then-run test counted once, where it ran).
+test: $(VENV)/bin/moto_server test-rules waiter
 	@mkdir -p target
 	set -o pipefail; { $(CARGO) test --locked --lib --bins --tests --examples --bench inject && \
 	  MOTO_SERVER=$(abspath $(VENV))/bin/moto_server $(CARGO) test --locked --test aws \
-	    -- --ignored moto_conformance; } 2>&1 | tee target/test.log
+	    -- --ignored moto_conformance && \
+	  $(CARGO) test --locked -p gracegate-wait && \
+	  $(WAITER_STATIC_TESTS); } 2>&1 | tee target/test.log
 	$(MAKE) --no-print-directory fuzz-smoke
-	@awk '/^test result:/ { passed += $$4; failed += $$6; ignored += $$8 } END { printf "tests: %d passed, %d failed\n", passed, failed }' target/test.log
+	@awk '/^test result:/ { passed += $$4; failed += $$6; ignored += $$8 } /^SKIPPED / { print } END { printf "tests: %d passed, %d failed\n", passed, failed }' target/test.log
+
+## waiter: the drain-wait waiter `gracegate-wait` (waiter/) as the image ships it: static
+## (musl), for this machine's architecture, in the size-tuned `waiter` profile, at
+## $(WAITER_BIN) (`make -s waiter-path` prints it). Adds the Rust musl target when
+## rustup lacks it. ring compiles a few C and assembly files; the machine's gcc does (they
+## need no musl headers), so no musl-gcc is needed: WAITER_CC=musl-gcc to use it anyway.
+WAITER_TARGET ?= $(shell uname -m)-unknown-linux-musl
+WAITER_CC     ?= gcc
+WAITER_BIN    := $(TARGET_DIR)/$(WAITER_TARGET)/waiter/gracegate-wait
+
+waiter:
+	@if command -v rustup >/dev/null; then \
+	  rustup target list --installed | grep -qx '$(WAITER_TARGET)' || rustup target add $(WAITER_TARGET); \
+	else echo "no rustup: the Rust standard library for $(WAITER_TARGET) must already be installed"; fi
+	CC_$(subst -,_,$(WAITER_TARGET))=$(WAITER_CC) $(CARGO) build --locked -p gracegate-wait \
+	  --profile waiter --target $(WAITER_TARGET)
+	@echo "$(WAITER_BIN): $$(stat -c %s $(WAITER_BIN)) bytes"
+
+waiter-path:
+	@echo $(abspath $(WAITER_BIN))
+
+# The static-binary tests (size, no loader, the empty root). The empty-root test needs root
+# (a network namespace, chroot): where `unshare --net true` fails it is skipped, and the log
+# and the summary say so (it stays reported as ignored, not passed).
+WAITER_STATIC_TESTS = ( \
+  if unshare --net true 2>/dev/null; then skip=; else \
+    echo "SKIPPED the_static_waiter_works_in_an_empty_root: \`unshare --net true\` is not permitted here (it needs root)"; \
+    skip="--skip the_static_waiter_works_in_an_empty_root"; fi; \
+  GRACEGATE_WAIT_BIN=$(abspath $(WAITER_BIN)) $(CARGO) test --locked -p gracegate-wait \
+    --test static_binary -- --ignored $$skip )
 
 ## test-rules: `promtool check rules` and `promtool test rules` on the PrometheusRule in
 ## manifests/monitoring/ (its `spec`, which is a plain Prometheus rule file).
@@ -136,9 +171,10 @@ bench: $(BENCH_TOOLS)/bin/oha
 $(BENCH_TOOLS)/bin/oha:
 	$(CARGO) install oha --locked --version $(OHA_VERSION) --root $(BENCH_TOOLS)
 
-## lint: rustfmt, and clippy over every target with the test build's features. CI runs it
-## after `make test`; clippy checks the dependencies in check mode (metadata only, not the
-## test build's artifacts): ~3 CPU-minutes on a cold target directory, seconds once cached.
+## lint: rustfmt, and clippy over every target of the workspace (gracegate and the waiter)
+## with the test build's features. CI runs it after `make test`; clippy checks the
+## dependencies in check mode (metadata only, not the test build's artifacts): ~3
+## CPU-minutes on a cold target directory, seconds once cached.
 ## fuzz: every fuzz target (fuzz/, cargo-fuzz + libFuzzer) for FUZZ_SECONDS each, seeded from
 ## tests/fixtures; findings land in fuzz/artifacts/. Results in BENCHMARKS.md ("Fuzzing").
 ## fuzz-smoke: the same for FUZZ_SMOKE_SECONDS each, run by `make test`.
@@ -162,7 +198,7 @@ $(FUZZ_TOOLS)/bin/cargo-fuzz:
 
 lint:
 	$(CARGO) fmt --check
-	$(CARGO) clippy --all-targets --locked -- -D warnings
+	$(CARGO) clippy --workspace --all-targets --locked -- -D warnings
 
 fmt:
 	$(CARGO) fmt
