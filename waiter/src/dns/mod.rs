@@ -243,10 +243,21 @@ mod tests {
         }
     }
 
+    /// A UDP socket and a TCP listener on one ephemeral port. The port the kernel picks for
+    /// UDP may be taken for TCP (by another test or process), so try again on another.
+    fn same_port() -> (UdpSocket, TcpListener, SocketAddr) {
+        for _ in 0..50 {
+            let udp = UdpSocket::bind("127.0.0.1:0").unwrap();
+            let addr = udp.local_addr().unwrap();
+            if let Ok(tcp) = TcpListener::bind(addr) {
+                return (udp, tcp, addr);
+            }
+        }
+        panic!("no port free for both UDP and TCP in 50 tries");
+    }
+
     fn server(act: impl Fn(&str, u16, bool) -> Act + Send + Sync + 'static) -> Server {
-        let udp = UdpSocket::bind("127.0.0.1:0").unwrap();
-        let addr = udp.local_addr().unwrap();
-        let tcp = TcpListener::bind(addr).unwrap();
+        let (udp, tcp, addr) = same_port();
         let asked = Arc::new(Mutex::new(Vec::new()));
         let act = Arc::new(act);
         {
