@@ -2,8 +2,12 @@
 //!
 //! * `S` = pod annotation > namespace annotation > the largest of `D + 10` (`D`: the
 //!   deregistration delay, from an annotation else the target group's attribute) and the
-//!   measured p99 drain + margin (once [`MIN_DRAINS`] are measured), capped at
-//!   `max_prestop_seconds` > `prestop_seconds`.
+//!   measured p99 drain + margin (once [`MIN_DRAINS`] are measured) and, for a network load
+//!   balancer target group with fewer drains measured, `nlb_prestop_seconds` (NLBs are reported
+//!   to route to draining targets for ~2 minutes whatever `D` is) > `prestop_seconds`.
+//!   Annotations and `D + 10` are capped at `max_prestop_seconds` (a typo, AWS's 300 s default);
+//!   measured drains and the NLB default at `max_measured_prestop_seconds`, so the cap never
+//!   cuts the evidence.
 //! * `T` = max(pod's own, `S` + shutdown budget), the budget being pod annotation > namespace
 //!   annotation > `shutdown_budget_seconds`.
 //!
@@ -34,8 +38,13 @@ pub const AWS_DEFAULT_DEREGISTRATION_DELAY: u32 = 300;
 pub struct TimingSettings {
     /// `S` when neither an annotation nor the load balancer says otherwise.
     pub prestop_seconds: u32,
-    /// Cap on `S`, for the load-balancer rules and for annotations alike.
+    /// Cap on `S` from annotations and from `D + 10`.
     pub max_prestop_seconds: u32,
+    /// Cap on `S` from measured drains and from the NLB default.
+    pub max_measured_prestop_seconds: u32,
+    /// `S` for a pod behind a network load balancer target group with fewer than
+    /// [`MIN_DRAINS`] drains measured; 0 turns the NLB default off.
+    pub nlb_prestop_seconds: u32,
     /// Added to `S` to give `T`.
     pub shutdown_budget_seconds: u32,
     /// Added to the measured p99 drain.
@@ -47,8 +56,46 @@ impl Default for TimingSettings {
         TimingSettings {
             prestop_seconds: 40,
             max_prestop_seconds: 120,
+            max_measured_prestop_seconds: 300,
+            nlb_prestop_seconds: 135,
             shutdown_budget_seconds: 30,
             drain_margin_seconds: 5,
+        }
+    }
+}
+
+impl TimingSettings {
+    /// Reject settings that contradict each other, naming the flags.
+    pub fn check(&self) -> Result<(), String> {
+        if self.prestop_seconds > self.max_prestop_seconds {
+            return Err(format!(
+                "--prestop-seconds {} is above --max-prestop-seconds {}",
+                self.prestop_seconds, self.max_prestop_seconds
+            ));
+        }
+        if self.max_prestop_seconds > self.max_measured_prestop_seconds {
+            return Err(format!(
+                "--max-prestop-seconds {} is above --max-measured-prestop-seconds {}: measured \
+                 drains would be capped lower than a typo",
+                self.max_prestop_seconds, self.max_measured_prestop_seconds
+            ));
+        }
+        if self.nlb_prestop_seconds > self.max_measured_prestop_seconds {
+            return Err(format!(
+                "--nlb-prestop-seconds {} is above --max-measured-prestop-seconds {}",
+                self.nlb_prestop_seconds, self.max_measured_prestop_seconds
+            ));
+        }
+        Ok(())
+    }
+
+    /// The cap on `S` from `source`.
+    fn cap(&self, source: &PrestopSource) -> u32 {
+        match source {
+            PrestopSource::MeasuredDrain(_) | PrestopSource::NlbDefault => {
+                self.max_measured_prestop_seconds
+            }
+            _ => self.max_prestop_seconds,
         }
     }
 }
@@ -80,6 +127,8 @@ pub enum PrestopSource {
     NamespaceAnnotation,
     DeregistrationDelay(u32, DelaySource),
     MeasuredDrain(MeasuredDrain),
+    /// `--nlb-prestop-seconds`: a network load balancer with too few drains measured.
+    NlbDefault,
     Default,
 }
 
@@ -90,6 +139,7 @@ impl PrestopSource {
             PrestopSource::PodAnnotation | PrestopSource::NamespaceAnnotation => "annotation",
             PrestopSource::DeregistrationDelay(..) => "deregistration-delay",
             PrestopSource::MeasuredDrain(_) => "measured-drain",
+            PrestopSource::NlbDefault => "nlb-default",
             PrestopSource::Default => "default",
         }
     }
@@ -116,12 +166,21 @@ impl Timing {
 /// The API server's default `terminationGracePeriodSeconds`.
 pub const DEFAULT_GRACE_PERIOD_SECONDS: i64 = 30;
 
-/// `S` from the load balancer's side alone: the largest of `D + 10` and the measured p99 +
-/// margin, uncapped, with its source; `None` when neither is known.
+/// `S` from the load balancer's side alone: the largest of `D + 10`, the measured p99 +
+/// margin and the NLB default, uncapped, with its source; `None` when none applies.
+/// Ties go to the delay, then to the measurement.
 pub fn wanted_prestop(
     settings: &TimingSettings,
     evidence: &Evidence,
 ) -> Option<(u32, PrestopSource)> {
+    candidates(settings, evidence).reduce(|best, c| if c.0 > best.0 { c } else { best })
+}
+
+/// Every load-balancer rule that applies, uncapped.
+fn candidates(
+    settings: &TimingSettings,
+    evidence: &Evidence,
+) -> impl Iterator<Item = (u32, PrestopSource)> {
     let from_delay = evidence.delay.as_ref().map(|(d, source)| {
         (
             d.saturating_add(DELAY_MARGIN_SECONDS),
@@ -134,11 +193,9 @@ pub fn wanted_prestop(
             PrestopSource::MeasuredDrain(m.clone()),
         )
     });
-    match (from_delay, from_drains) {
-        (Some(d), Some(m)) if m.0 > d.0 => Some(m),
-        (Some(d), _) => Some(d),
-        (None, m) => m,
-    }
+    let nlb_default = (!evidence.unmeasured_nlbs.is_empty() && settings.nlb_prestop_seconds > 0)
+        .then_some((settings.nlb_prestop_seconds, PrestopSource::NlbDefault));
+    [from_delay, from_drains, nlb_default].into_iter().flatten()
 }
 
 /// Whole seconds, rounded up; odd values (NaN, negative, huge) stay within `u32`.
@@ -170,20 +227,43 @@ pub fn timing(
     let (prestop_seconds, prestop_source) = match (pod_s.value, ns_s.value) {
         (Some(s), _) => (s, PrestopSource::PodAnnotation),
         (None, Some(s)) => (s, PrestopSource::NamespaceAnnotation),
-        (None, None) => match wanted_prestop(settings, evidence) {
-            Some((wanted, source)) => {
-                if wanted > max {
-                    warnings.push(format!(
-                        "gracegate: {} needs a {wanted}s preStop; capped at {max}s \
-                         (--max-prestop-seconds), {}s short: requests may fail at the end of a rollout",
-                        describe(&source),
-                        wanted - max
-                    ));
+        (None, None) => {
+            // Each rule under its own cap, then the largest: a capped `D = 300` does not
+            // hide the NLB default.
+            let capped = candidates(settings, evidence)
+                .map(|(wanted, source)| (wanted.min(settings.cap(&source)), source))
+                .reduce(|best, c| if c.0 > best.0 { c } else { best });
+            match capped {
+                Some((s, source)) => {
+                    if let Some((wanted, cut)) = wanted_prestop(settings, evidence)
+                        && wanted > s
+                    {
+                        let (cap, flag) = match cut {
+                            PrestopSource::MeasuredDrain(_) | PrestopSource::NlbDefault => (
+                                settings.max_measured_prestop_seconds,
+                                "--max-measured-prestop-seconds",
+                            ),
+                            _ => (max, "--max-prestop-seconds"),
+                        };
+                        warnings.push(format!(
+                            "gracegate: {} needs a {wanted}s preStop; capped at {cap}s ({flag}), \
+                             {}s short: requests may fail at the end of a rollout",
+                            describe(&cut),
+                            wanted - s
+                        ));
+                    }
+                    if s > max {
+                        warnings.push(format!(
+                            "gracegate: S = {s}s from {}, over --max-prestop-seconds {max}: each \
+                             replaced pod lingers {s}s before it stops, so rollouts take longer",
+                            describe(&source)
+                        ));
+                    }
+                    (s, source)
                 }
-                (wanted.min(max), source)
+                None => (settings.prestop_seconds, PrestopSource::Default),
             }
-            None => (settings.prestop_seconds, PrestopSource::Default),
-        },
+        }
     };
     for bad in [pod_s.invalid, ns_s.invalid].into_iter().flatten() {
         warnings.push(format!("{bad}; using {prestop_seconds}s"));
@@ -225,12 +305,21 @@ pub fn timing(
             1 => String::new(),
             n => format!(" and {} more", n - 1),
         };
-        warnings.push(format!(
-            "gracegate: NLB target group {}{more} has under {MIN_DRAINS} drains measured; NLBs are \
-             reported to route to draining targets ~2 min whatever the delay. gracegate measures \
-             drains and sizes S from them",
-            evidence.unmeasured_nlbs[0]
-        ));
+        if prestop_source == PrestopSource::NlbDefault {
+            warnings.push(format!(
+                "gracegate: NLB target group {}{more} has under {MIN_DRAINS} drains measured and \
+                 NLBs are reported to route to draining targets ~2 min: S = {prestop_seconds}s \
+                 until measured drains take over; to go lower set {ANNOTATION_PRESTOP_SECONDS}",
+                evidence.unmeasured_nlbs[0]
+            ));
+        } else {
+            warnings.push(format!(
+                "gracegate: NLB target group {}{more} has under {MIN_DRAINS} drains measured; NLBs \
+                 are reported to route to draining targets ~2 min whatever the delay. gracegate \
+                 measures drains and sizes S from them",
+                evidence.unmeasured_nlbs[0]
+            ));
+        }
     }
 
     let pod_b = annotation_seconds(
@@ -271,6 +360,7 @@ fn describe(source: &PrestopSource) -> String {
             "the {:.0}s p99 drain of target group {} ({} drains)",
             m.p99_seconds, m.target_group, m.count
         ),
+        PrestopSource::NlbDefault => "the NLB default (--nlb-prestop-seconds)".into(),
         _ => "the load balancer".into(),
     }
 }
@@ -348,9 +438,24 @@ mod tests {
     #[case::delay_beats_measured(Some(60), Some((20.0, 50)), false, &[], &[], Some(30), 70, 100, "deregistration-delay", 0)]
     #[case::tie_goes_to_the_delay(Some(30), Some((35.0, 9)), false, &[], &[], Some(30), 40, 70, "deregistration-delay", 0)]
     #[case::measured_without_delay(None, Some((12.0, 7)), false, &[], &[], Some(30), 17, 47, "measured-drain", 0)]
-    #[case::measured_capped(None, Some((130.0, 20)), false, &[], &[], Some(30), 120, 150, "measured-drain", 1)]
-    // An NLB still learning: S as before, and a warning.
-    #[case::nlb_unmeasured(Some(30), None, true, &[], &[], Some(30), 40, 70, "deregistration-delay", 1)]
+    // Measured drains are not cut at --max-prestop-seconds, only at 300; over 120 a warning.
+    #[case::measured_over_120(None, Some((130.0, 20)), false, &[], &[], Some(30), 135, 165, "measured-drain", 1)]
+    #[case::measured_up_to_300(None, Some((400.0, 20)), false, &[], &[], Some(30), 300, 330, "measured-drain", 2)]
+    // An NLB still learning: the NLB default, a warning that says why, one that it lingers.
+    #[case::nlb_unmeasured(Some(30), None, true, &[], &[], Some(30), 135, 165, "nlb-default", 2)]
+    #[case::nlb_unmeasured_short_delay(Some(5), None, true, &[], &[], Some(30), 135, 165, "nlb-default", 2)]
+    #[case::nlb_unmeasured_no_delay(None, None, true, &[], &[], Some(30), 135, 165, "nlb-default", 2)]
+    // A capped AWS default delay does not hide the NLB default.
+    #[case::nlb_unmeasured_aws_default(Some(300), None, true, &[], &[], Some(30), 135, 165, "nlb-default", 4)]
+    // Measured NLBs (no longer unmeasured): the drains rule, below or above the default.
+    #[case::nlb_measured_below_default(Some(5), Some((40.0, 5)), false, &[], &[], Some(30), 45, 75, "measured-drain", 0)]
+    #[case::nlb_measured_above_default(Some(5), Some((160.0, 5)), false, &[], &[], Some(30), 165, 195, "measured-drain", 1)]
+    // One NLB measured, another not yet: the larger.
+    #[case::nlb_one_measured_one_not(Some(5), Some((40.0, 5)), true, &[], &[], Some(30), 135, 165, "nlb-default", 2)]
+    // An annotation takes the NLB's S lower; the NLB warning stays.
+    #[case::nlb_annotation_lower(Some(5), None, true, &[POD_S], &[], Some(30), 25, 55, "annotation", 1)]
+    // Annotations are still capped at --max-prestop-seconds.
+    #[case::annotation_still_capped(None, None, false, &[("gracegate.io/prestop-seconds", "150")], &[], Some(30), 40, 70, "default", 1)]
     #[case::nlb_unmeasured_no_prestop(None, None, true, &[("gracegate.io/prestop-seconds", "0")], &[], Some(30), 0, 30, "annotation", 0)]
     #[case::pod_annotation_wins(Some(30), None, false, &[POD_S], &[("gracegate.io/prestop-seconds", "60")], Some(10), 25, 55, "annotation", 0)]
     #[case::annotation_below_measured(Some(30), Some((70.0, 5)), false, &[POD_S], &[], Some(10), 25, 55, "annotation", 1)]
@@ -446,9 +551,9 @@ mod tests {
         assert_eq!(
             got.warnings,
             vec![
-                "gracegate: the 180s p99 drain of target group k8s-game2048 (12 drains) needs a \
-                 186s preStop; capped at 120s (--max-prestop-seconds), 66s short: requests may \
-                 fail at the end of a rollout"
+                "gracegate: S = 186s from the 180s p99 drain of target group k8s-game2048 (12 \
+                 drains), over --max-prestop-seconds 120: each replaced pod lingers 186s before \
+                 it stops, so rollouts take longer"
             ]
         );
         let pod = annotations(&[POD_S]);
@@ -498,7 +603,7 @@ mod tests {
                 None,
                 None,
             );
-            assert!(got.prestop_seconds <= 120, "{p99}: {}", got.prestop_seconds);
+            assert!(got.prestop_seconds <= 300, "{p99}: {}", got.prestop_seconds);
         }
     }
 
@@ -509,6 +614,7 @@ mod tests {
             max_prestop_seconds: 30,
             shutdown_budget_seconds: 5,
             drain_margin_seconds: 1,
+            ..TimingSettings::default()
         };
         let got = timing(&settings, &Evidence::default(), None, None);
         assert_eq!((got.prestop_seconds, got.grace_period(Some(1))), (15, 20));
@@ -521,5 +627,95 @@ mod tests {
             None,
         );
         assert_eq!(got.prestop_seconds, 21, "the margin is a setting");
+    }
+
+    #[test]
+    fn nlb_warning_says_why_and_how_to_go_lower() {
+        let got = timing(
+            &TimingSettings::default(),
+            &evidence(Some(5), None, true),
+            None,
+            None,
+        );
+        assert_eq!(got.prestop_source, PrestopSource::NlbDefault);
+        assert_eq!(
+            got.warnings,
+            vec![
+                "gracegate: S = 135s from the NLB default (--nlb-prestop-seconds), over \
+                 --max-prestop-seconds 120: each replaced pod lingers 135s before it stops, so \
+                 rollouts take longer",
+                "gracegate: NLB target group k8s-nlb has under 5 drains measured and NLBs are \
+                 reported to route to draining targets ~2 min: S = 135s until measured drains \
+                 take over; to go lower set gracegate.io/prestop-seconds",
+            ]
+        );
+    }
+
+    #[rstest]
+    #[case::off(0, 300, Some(5), 15, "deregistration-delay")]
+    #[case::lower(60, 300, Some(5), 60, "nlb-default")]
+    #[case::delay_larger(60, 300, Some(90), 100, "deregistration-delay")]
+    #[case::capped_by_measured_cap(200, 200, None, 200, "nlb-default")]
+    fn nlb_default_is_a_setting(
+        #[case] nlb: u32,
+        #[case] max_measured: u32,
+        #[case] delay: Option<u32>,
+        #[case] s: u32,
+        #[case] source: &str,
+    ) {
+        let settings = TimingSettings {
+            nlb_prestop_seconds: nlb,
+            max_measured_prestop_seconds: max_measured,
+            ..TimingSettings::default()
+        };
+        settings.check().unwrap();
+        let got = timing(&settings, &evidence(delay, None, true), None, None);
+        assert_eq!(got.prestop_seconds, s);
+        assert_eq!(got.prestop_source.as_str(), source);
+    }
+
+    #[rstest]
+    #[case::defaults(40, 120, 300, 135, None)]
+    #[case::prestop_over_cap(
+        130,
+        120,
+        300,
+        135,
+        Some("--prestop-seconds 130 is above --max-prestop-seconds 120")
+    )]
+    #[case::cap_over_measured_cap(
+        40,
+        200,
+        150,
+        135,
+        Some("--max-prestop-seconds 200 is above --max-measured-prestop-seconds 150")
+    )]
+    #[case::nlb_over_measured_cap(
+        40,
+        120,
+        130,
+        135,
+        Some("--nlb-prestop-seconds 135 is above --max-measured-prestop-seconds 130")
+    )]
+    #[case::nlb_off(40, 120, 120, 0, None)]
+    fn check_rejects_contradicting_flags(
+        #[case] prestop: u32,
+        #[case] max: u32,
+        #[case] max_measured: u32,
+        #[case] nlb: u32,
+        #[case] error: Option<&str>,
+    ) {
+        let settings = TimingSettings {
+            prestop_seconds: prestop,
+            max_prestop_seconds: max,
+            max_measured_prestop_seconds: max_measured,
+            nlb_prestop_seconds: nlb,
+            ..TimingSettings::default()
+        };
+        match (settings.check(), error) {
+            (Ok(()), None) => {}
+            (Err(e), Some(want)) => assert!(e.starts_with(want), "{e}"),
+            (got, want) => panic!("{got:?}, wanted {want:?}"),
+        }
     }
 }

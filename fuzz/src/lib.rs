@@ -108,8 +108,10 @@ pub fn timing(data: &[u8]) {
             // As `InjectArgs::settings` requires.
             prestop_seconds: prestop.min(max),
             max_prestop_seconds: max,
+            max_measured_prestop_seconds: max.max(300),
             shutdown_budget_seconds: budget,
             drain_margin_seconds: margin,
+            ..TimingSettings::default()
         },
         None => TimingSettings::default(),
     };
@@ -152,8 +154,13 @@ pub fn timing(data: &[u8]) {
         (PrestopSource::Default, None, None) => {
             assert_eq!(t.prestop_seconds, settings.prestop_seconds)
         }
-        (PrestopSource::DeregistrationDelay(..) | PrestopSource::MeasuredDrain(_), None, None) => {
+        (PrestopSource::DeregistrationDelay(..), None, None) => {
             assert!(t.prestop_seconds <= max, "{t:?} above the cap {max}")
+        }
+        // Measured drains and the NLB default answer to their own, higher cap.
+        (PrestopSource::MeasuredDrain(_) | PrestopSource::NlbDefault, None, None) => {
+            let cap = settings.max_measured_prestop_seconds;
+            assert!(t.prestop_seconds <= cap, "{t:?} above the cap {cap}")
         }
         other => panic!("S from the wrong rule: {other:?}"),
     }

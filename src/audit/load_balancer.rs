@@ -81,7 +81,7 @@ impl Ctx<'_> {
                 ),
                 format!(
                     "set the annotation {}: \"{}\" in spec.template.metadata.annotations (raise \
-                     --max-prestop-seconds if that is over the cap)",
+                     --max-measured-prestop-seconds if that is over the cap)",
                     crate::timing::ANNOTATION_PRESTOP_SECONDS,
                     (p99.ceil() as u64) + 5
                 ),

@@ -108,6 +108,14 @@ pub struct PlanArgs {
     #[arg(long, default_value_t = 120)]
     pub max_prestop_seconds: u32,
 
+    /// Cap on the preStop sleep from measured drains and the NLB default (as the webhook's flag).
+    #[arg(long, default_value_t = 300)]
+    pub max_measured_prestop_seconds: u32,
+
+    /// preStop sleep for an NLB with under 5 drains measured; 0 off (as the webhook's flag).
+    #[arg(long, default_value_t = 135)]
+    pub nlb_prestop_seconds: u32,
+
     /// Added to the sleep for terminationGracePeriodSeconds (as the webhook's flag).
     #[arg(long, default_value_t = 30)]
     pub shutdown_budget_seconds: u32,
@@ -122,6 +130,8 @@ impl PlanArgs {
         TimingSettings {
             prestop_seconds: self.prestop_seconds,
             max_prestop_seconds: self.max_prestop_seconds,
+            max_measured_prestop_seconds: self.max_measured_prestop_seconds,
+            nlb_prestop_seconds: self.nlb_prestop_seconds,
             shutdown_budget_seconds: self.shutdown_budget_seconds,
             drain_margin_seconds: self.drain_margin_seconds,
         }

@@ -117,6 +117,19 @@ pub struct InjectArgs {
     #[arg(long, env = "GRACEGATE_MAX_PRESTOP_SECONDS", default_value_t = 120)]
     pub max_prestop_seconds: u32,
 
+    /// Cap on the preStop sleep from measured drains and from --nlb-prestop-seconds.
+    #[arg(
+        long,
+        env = "GRACEGATE_MAX_MEASURED_PRESTOP_SECONDS",
+        default_value_t = 300
+    )]
+    pub max_measured_prestop_seconds: u32,
+
+    /// preStop sleep behind a network load balancer target group with under 5 drains
+    /// measured (NLBs are reported to route to draining targets ~2 min); 0 turns it off.
+    #[arg(long, env = "GRACEGATE_NLB_PRESTOP_SECONDS", default_value_t = 135)]
+    pub nlb_prestop_seconds: u32,
+
     /// Added to the preStop sleep to give terminationGracePeriodSeconds.
     #[arg(long, env = "GRACEGATE_SHUTDOWN_BUDGET_SECONDS", default_value_t = 30)]
     pub shutdown_budget_seconds: u32,
@@ -143,12 +156,15 @@ pub struct InjectArgs {
 impl InjectArgs {
     /// Check the flags and turn them into decision settings.
     pub fn settings(&self, prestop_action: PrestopAction) -> Result<Settings> {
-        if self.prestop_seconds > self.max_prestop_seconds {
-            return Err(Error::Settings(format!(
-                "--prestop-seconds {} is above --max-prestop-seconds {}",
-                self.prestop_seconds, self.max_prestop_seconds
-            )));
-        }
+        let timing = TimingSettings {
+            prestop_seconds: self.prestop_seconds,
+            max_prestop_seconds: self.max_prestop_seconds,
+            max_measured_prestop_seconds: self.max_measured_prestop_seconds,
+            nlb_prestop_seconds: self.nlb_prestop_seconds,
+            shutdown_budget_seconds: self.shutdown_budget_seconds,
+            drain_margin_seconds: self.drain_margin_seconds,
+        };
+        timing.check().map_err(Error::Settings)?;
         if !is_dns_subdomain(&self.condition_prefix) {
             return Err(Error::Settings(format!(
                 "--condition-prefix {:?} must be a DNS subdomain (lowercase letters, digits, '-' \
@@ -157,12 +173,7 @@ impl InjectArgs {
             )));
         }
         Ok(Settings {
-            timing: TimingSettings {
-                prestop_seconds: self.prestop_seconds,
-                max_prestop_seconds: self.max_prestop_seconds,
-                shutdown_budget_seconds: self.shutdown_budget_seconds,
-                drain_margin_seconds: self.drain_margin_seconds,
-            },
+            timing,
             prestop_action,
             condition_prefix: self.condition_prefix.clone(),
             namespace_label: self.namespace_label.clone(),

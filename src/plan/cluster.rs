@@ -26,6 +26,7 @@ use crate::{Error, Result};
 /// `gracegate plan`: the report, as text or JSON.
 pub async fn run(args: &PlanArgs) -> Result<String> {
     let settings = args.timing();
+    settings.check().map_err(Error::Settings)?;
     let (lb, shape, timing, notes) = if args.from_cluster {
         let client =
             crate::cluster::kubectl_client(args.kubeconfig.as_deref(), args.context.as_deref())

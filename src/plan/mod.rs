@@ -277,20 +277,33 @@ fn why_s(timing: &Timing, settings: &TimingSettings, lb: &LoadBalancer) -> Strin
              their pod's deletion (p99 of {} drains), plus a {}s margin.",
             m.target_group, m.p99_seconds, m.count, settings.drain_margin_seconds
         ),
+        PrestopSource::NlbDefault => format!(
+            "S = {s}s, the NLB default (--nlb-prestop-seconds): NLBs are reported to keep routing \
+             new connections to a draining target for about 2 minutes whatever D is, and fewer \
+             than {MIN_DRAINS} drains are measured here."
+        ),
         PrestopSource::Default => format!(
             "S = {s}s, the default (--prestop-seconds): nothing says how long this target group \
              drains."
         ),
     };
-    if s == settings.max_prestop_seconds
-        && !matches!(
-            timing.prestop_source,
-            PrestopSource::PodAnnotation | PrestopSource::NamespaceAnnotation
-        )
-    {
-        let _ = write!(why, " Capped at --max-prestop-seconds {s}.");
+    match timing.prestop_source {
+        PrestopSource::DeregistrationDelay(..) if s == settings.max_prestop_seconds => {
+            let _ = write!(why, " Capped at --max-prestop-seconds {s}.");
+        }
+        PrestopSource::MeasuredDrain(_) | PrestopSource::NlbDefault
+            if s == settings.max_measured_prestop_seconds =>
+        {
+            let _ = write!(why, " Capped at --max-measured-prestop-seconds {s}.");
+        }
+        _ => {}
     }
-    if lb.kind == LoadBalancerKind::Network
+    if timing.prestop_source == PrestopSource::NlbDefault {
+        why.push_str(
+            " Once 5 drains are measured, S follows them, lower or higher; the \
+             gracegate.io/prestop-seconds annotation sets it now.",
+        );
+    } else if lb.kind == LoadBalancerKind::Network
         && lb.measured.as_ref().is_none_or(|m| m.count < MIN_DRAINS)
     {
         why.push_str(
@@ -420,7 +433,12 @@ mod tests {
     #[case::nothing_known(alb(None), shape(3, "1", "0"), (40, "default", 70, 75, 3, 255), vec![])]
     #[case::measured(LoadBalancer { measured: measured(61.2, 12), ..alb(Some(30)) }, shape(2, "1", "0"), (67, "measured-drain", 97, 75, 2, 170), vec![])]
     #[case::too_few_measured(LoadBalancer { measured: measured(61.2, 4), ..alb(Some(30)) }, shape(2, "1", "0"), (40, "deregistration-delay", 70, 75, 2, 170), vec![])]
-    #[case::nlb_learning(LoadBalancer { deregistration_delay: Some((30, DelaySource::TargetGroup("nlb".into()))), ..LoadBalancer::defaults(LoadBalancerKind::Network) }, shape(2, "1", "0"), (40, "deregistration-delay", 70, 90, 2, 200), vec![Severity::Warn])]
+    #[case::nlb_learning(LoadBalancer { deregistration_delay: Some((30, DelaySource::TargetGroup("nlb".into()))), ..LoadBalancer::defaults(LoadBalancerKind::Network) }, shape(2, "1", "0"), (135, "nlb-default", 165, 90, 2, 200), vec![Severity::Warn, Severity::Warn])]
+    // `gracegate plan --load-balancer network --deregistration-delay 5`, nothing measured.
+    #[case::nlb_short_delay_learning(LoadBalancer { deregistration_delay: Some((5, DelaySource::TargetGroup("nlb".into()))), ..LoadBalancer::defaults(LoadBalancerKind::Network) }, shape(2, "1", "0"), (135, "nlb-default", 165, 90, 2, 200), vec![Severity::Warn, Severity::Warn])]
+    // Measured NLB drains rule, lower or higher than the NLB default.
+    #[case::nlb_measured_lower(LoadBalancer { measured: measured(40.0, 5), ..LoadBalancer::defaults(LoadBalancerKind::Network) }, shape(2, "1", "0"), (45, "measured-drain", 75, 90, 2, 200), vec![])]
+    #[case::nlb_measured_higher(LoadBalancer { measured: measured(129.0, 5), ..LoadBalancer::defaults(LoadBalancerKind::Network) }, shape(2, "1", "0"), (134, "measured-drain", 164, 90, 2, 200), vec![Severity::Warn])]
     #[case::one_replica_all_unavailable(alb(Some(30)), shape(1, "0", "1"), (40, "deregistration-delay", 70, 75, 1, 85), vec![Severity::Risk])]
     #[case::both_zero_means_one(alb(Some(30)), shape(2, "0", "0"), (40, "deregistration-delay", 70, 75, 2, 170), vec![])]
     #[case::slow_health_checks(LoadBalancer { health_check_interval_seconds: 30, healthy_threshold: 10, ..alb(Some(30)) }, shape(1, "1", "0"), (40, "deregistration-delay", 70, 300, 1, 310), vec![Severity::Info])]

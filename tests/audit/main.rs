@@ -169,12 +169,13 @@ async fn follows_continue_tokens() {
     );
 }
 
-/// The records in gracegate's ConfigMap size `S` and feed the NLB check.
+/// The records in gracegate's ConfigMap size `S` and feed the NLB check: drains size `S` up
+/// to --max-measured-prestop-seconds (300), so only a longer one is a risk.
 #[tokio::test]
 async fn reads_the_target_group_records() {
     let arn = fixture("cluster/targetgroupbinding.json")["spec"]["targetGroupARN"].clone();
     let drains: Vec<Value> = (0..6)
-        .map(|n| json!({ "at": format!("2026-11-26T12:5{n}:00Z"), "drainSeconds": 190.0 }))
+        .map(|n| json!({ "at": format!("2026-11-26T12:5{n}:00Z"), "drainSeconds": 320.0 }))
         .collect();
     let record = json!({ "targetGroupArn": arn, "facts": { "protocol": "TCP", "loadBalancer": "network" },
                          "drains": drains });

@@ -67,22 +67,24 @@ fn json_for_an_nlb_with_measured_drains() {
     ]);
     assert_eq!(code, 0, "{err}");
     let v: serde_json::Value = serde_json::from_str(&out).unwrap();
-    assert_eq!(v["prestopSeconds"], 120);
+    // Measured drains are not cut at --max-prestop-seconds (120), only at 300.
+    assert_eq!(v["prestopSeconds"], 124);
     assert_eq!(v["prestopSource"], "measured-drain");
-    assert_eq!(v["terminationGracePeriodSeconds"], 150);
+    assert_eq!(v["terminationGracePeriodSeconds"], 154);
     assert_eq!(v["loadBalancer"], "network");
     assert_eq!(v["timeToHealthySeconds"], 20);
     assert_eq!(
         v["rollout"],
         serde_json::json!({ "replicas": 6, "maxSurge": 3, "maxUnavailable": 0, "batch": 3,
-                            "waves": 2, "seconds": 60, "lastOldPodStopsSeconds": 180 })
+                            "waves": 2, "seconds": 60, "lastOldPodStopsSeconds": 184 })
     );
-    assert_eq!(v["risks"][0]["severity"], "risk");
+    assert_eq!(v["risks"][0]["severity"], "warn");
     assert!(
         v["risks"][0]["text"]
             .as_str()
             .unwrap()
-            .contains("needs a 124s preStop; capped at 120s")
+            .contains("over --max-prestop-seconds 120: each replaced pod lingers 124s"),
+        "{v:#}"
     );
     assert!(
         v["reasoning"][0]
@@ -91,6 +93,44 @@ fn json_for_an_nlb_with_measured_drains() {
             .contains("p99 of 12 drains")
     );
     assert_eq!(v["notes"], serde_json::json!([]));
+}
+
+/// Nothing measured behind an NLB: the NLB default, not `D + 10`, and why.
+#[rstest::rstest]
+#[case::short_delay(&["--deregistration-delay", "5"], 135, "nlb-default", 165)]
+#[case::no_delay(&[], 135, "nlb-default", 165)]
+// D + 10 = 160 is capped at 120 (--max-prestop-seconds), under the NLB default.
+#[case::delay_capped_below_the_default(&["--deregistration-delay", "150"], 135, "nlb-default", 165)]
+#[case::nlb_default_off(&["--deregistration-delay", "5", "--nlb-prestop-seconds", "0"], 15, "deregistration-delay", 45)]
+#[case::measured_lower(&["--deregistration-delay", "5", "--measured-drain-p99", "20", "--measured-drains", "5"], 25, "measured-drain", 55)]
+fn unmeasured_nlb(#[case] extra: &[&str], #[case] s: u32, #[case] source: &str, #[case] t: u32) {
+    let mut args = vec!["--load-balancer", "network", "-o", "json"];
+    args.extend_from_slice(extra);
+    let (code, out, err) = plan(&args);
+    assert_eq!(code, 0, "{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["prestopSeconds"], s, "{v:#}");
+    assert_eq!(v["prestopSource"], source);
+    assert_eq!(v["terminationGracePeriodSeconds"], t);
+    if source == "nlb-default" {
+        assert!(
+            v["reasoning"][0]
+                .as_str()
+                .unwrap()
+                .contains("the NLB default (--nlb-prestop-seconds)"),
+            "{v:#}"
+        );
+    }
+}
+
+#[test]
+fn contradicting_caps_are_a_clear_error() {
+    let (code, _, err) = plan(&["--nlb-prestop-seconds", "400"]);
+    assert_eq!(code, 1);
+    assert!(
+        err.contains("--nlb-prestop-seconds 400 is above --max-measured-prestop-seconds 300"),
+        "{err}"
+    );
 }
 
 #[test]

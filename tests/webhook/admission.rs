@@ -345,13 +345,16 @@ async fn an_nlb_still_learning_is_called_out() {
         target_groups(2, 130.0, "TCP", 30),
         Expected {
             gates: &[GATE],
-            prestops: &[("app-2048", 40), ("log-shipper", 40)],
-            grace: Some(70),
+            // Two drains of 130 s are not enough to go by: the NLB default, not D + 10 = 40.
+            prestops: &[("app-2048", 135), ("log-shipper", 135)],
+            grace: Some(165),
             warnings: &[
-                "NLB target group k8s-game2048-service2-6f5e3c2a1b has under 5 drains measured",
-                "raised from 30 to 70",
+                "over --max-prestop-seconds 120: each replaced pod lingers 135s",
+                "NLB target group k8s-game2048-service2-6f5e3c2a1b has under 5 drains measured \
+                 and NLBs are reported to route to draining targets ~2 min: S = 135s",
+                "raised from 30 to 165",
             ],
-            source: Some("deregistration-delay"),
+            source: Some("nlb-default"),
         },
     )
     .await;
