@@ -9,7 +9,7 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::CustomResource;
 use serde::{Deserialize, Serialize};
 
-use crate::elb::TargetGroup;
+use crate::elb::{LoadBalancerKind, TargetGroup};
 
 /// `elbv2.k8s.aws/v1beta1` TargetGroupBinding, reduced to the fields gracegate reads.
 ///
@@ -137,6 +137,50 @@ impl std::fmt::Display for DelaySource {
     }
 }
 
+/// The kind of load balancer a binding serves, as the cluster objects say, for the time before
+/// the watcher has described its target group (the facts win once they exist).
+///
+/// The AWS Load Balancer Controller labels the bindings it creates with its stack:
+/// `<prefix>/stack-namespace` + `<prefix>/stack-name`, or `<prefix>/stack` for a stack without
+/// a namespace (an explicit IngressGroup) (pkg/deploy/tracking/provider.go, `StackLabels`).
+/// The prefix is `service.k8s.aws` for a Service (an NLB) and `ingress.k8s.aws` for an Ingress
+/// (an ALB); the Gateway API model builders use `gateway.k8s.aws.nlb` / `gateway.k8s.aws.alb`.
+/// A binding without those labels: the Service's `spec.loadBalancerClass` `service.k8s.aws/nlb`
+/// (the controller's default class), or its `service.beta.kubernetes.io/aws-load-balancer-type`
+/// `external` / `nlb-ip` (pkg/service/service_utils.go, `IsServiceSupported`) or `nlb` (the
+/// in-tree cloud provider's NLB) says NLB.
+pub fn origin_kind(binding: &TargetGroupBinding, service: &Service) -> Option<LoadBalancerKind> {
+    let labels = binding.metadata.labels.as_ref();
+    let has_stack = |prefix: &str| {
+        labels.is_some_and(|l| {
+            l.contains_key(&format!("{prefix}/stack"))
+                || l.contains_key(&format!("{prefix}/stack-name"))
+        })
+    };
+    if has_stack("service.k8s.aws") || has_stack("gateway.k8s.aws.nlb") {
+        return Some(LoadBalancerKind::Network);
+    }
+    if has_stack("ingress.k8s.aws") || has_stack("gateway.k8s.aws.alb") {
+        return Some(LoadBalancerKind::Application);
+    }
+    let class = service
+        .spec
+        .as_ref()
+        .and_then(|s| s.load_balancer_class.as_deref());
+    let lb_type = service
+        .metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get("service.beta.kubernetes.io/aws-load-balancer-type"))
+        .map(|t| t.trim());
+    if class == Some("service.k8s.aws/nlb")
+        || matches!(lb_type, Some("external" | "nlb-ip" | "nlb"))
+    {
+        return Some(LoadBalancerKind::Network);
+    }
+    None
+}
+
 /// The deregistration delay configured for a binding's target group, as the Load Balancer
 /// Controller would apply it: the Service's own annotation wins over the Ingress's (LBC merges
 /// service-level ALB annotations over ingress-level ones).
@@ -222,6 +266,54 @@ pub fn parse_deregistration_delay(attributes: &str) -> Option<u32> {
 mod tests {
     use super::*;
     use rstest::rstest;
+
+    #[rstest]
+    #[case::service_stack(&[("service.k8s.aws/stack-namespace", "web"), ("service.k8s.aws/stack-name", "web")], None, None, Some(LoadBalancerKind::Network))]
+    #[case::service_stack_older(&[("service.k8s.aws/stack", "web/web")], None, None, Some(LoadBalancerKind::Network))]
+    #[case::ingress_stack(&[("ingress.k8s.aws/stack-namespace", "web"), ("ingress.k8s.aws/stack-name", "web")], None, None, Some(LoadBalancerKind::Application))]
+    #[case::ingress_group(&[("ingress.k8s.aws/stack", "shared")], None, None, Some(LoadBalancerKind::Application))]
+    #[case::gateway_nlb(&[("gateway.k8s.aws.nlb/stack-name", "gw")], None, None, Some(LoadBalancerKind::Network))]
+    #[case::gateway_alb(&[("gateway.k8s.aws.alb/stack-name", "gw")], None, None, Some(LoadBalancerKind::Application))]
+    #[case::class(&[], Some("service.k8s.aws/nlb"), None, Some(LoadBalancerKind::Network))]
+    #[case::type_external(&[], None, Some("external"), Some(LoadBalancerKind::Network))]
+    #[case::type_nlb_ip(&[], None, Some("nlb-ip"), Some(LoadBalancerKind::Network))]
+    #[case::type_nlb(&[], None, Some("nlb"), Some(LoadBalancerKind::Network))]
+    #[case::other_class(&[], Some("example.com/lb"), None, None)]
+    #[case::nothing(&[("app", "web")], None, None, None)]
+    // The binding's own labels beat the Service's hints.
+    #[case::labels_first(&[("ingress.k8s.aws/stack", "shared")], None, Some("external"), Some(LoadBalancerKind::Application))]
+    fn kind_from_the_cluster_objects(
+        #[case] labels: &[(&str, &str)],
+        #[case] class: Option<&str>,
+        #[case] lb_type: Option<&str>,
+        #[case] want: Option<LoadBalancerKind>,
+    ) {
+        let mut binding = TargetGroupBinding::new("web", Default::default());
+        binding.metadata.labels = Some(
+            labels
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        );
+        let service = Service {
+            metadata: kube::api::ObjectMeta {
+                annotations: lb_type.map(|t| {
+                    [(
+                        "service.beta.kubernetes.io/aws-load-balancer-type".to_string(),
+                        t.to_string(),
+                    )]
+                    .into()
+                }),
+                ..Default::default()
+            },
+            spec: Some(k8s_openapi::api::core::v1::ServiceSpec {
+                load_balancer_class: class.map(Into::into),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        assert_eq!(origin_kind(&binding, &service), want);
+    }
 
     #[rstest]
     #[case("deregistration_delay.timeout_seconds=30", Some(30))]

@@ -344,9 +344,12 @@ pub fn evidence(served: &[Served<'_>], objects: &NamespaceObjects) -> Evidence {
         {
             out.delay = Some((d, source));
         }
-        let Some(record) = record else { continue };
-        match record.measured_p99() {
-            Some(p99) if out.measured.as_ref().is_none_or(|m| p99 > m.p99_seconds) => {
+        // The watcher's facts win; before them, what the cluster objects say.
+        let kind = record
+            .and_then(|r| r.load_balancer())
+            .or_else(|| binding::origin_kind(s.binding, s.service));
+        match record.and_then(|r| Some((r.measured_p99()?, r))) {
+            Some((p99, record)) if out.measured.as_ref().is_none_or(|m| p99 > m.p99_seconds) => {
                 out.measured = Some(MeasuredDrain {
                     p99_seconds: p99,
                     count: record.drain.as_ref().map_or(0, |d| d.count),
@@ -354,9 +357,7 @@ pub fn evidence(served: &[Served<'_>], objects: &NamespaceObjects) -> Evidence {
                 });
             }
             Some(_) => {}
-            None if record.load_balancer() == Some(LoadBalancerKind::Network) => {
-                out.unmeasured_nlbs.push(name())
-            }
+            None if kind == Some(LoadBalancerKind::Network) => out.unmeasured_nlbs.push(name()),
             None => {}
         }
     }

@@ -431,3 +431,64 @@ fn patch_shapes() {
         ])
     );
 }
+
+/// Before the watcher has described a binding's target group, the binding's labels say what
+/// kind of load balancer serves it; once the facts exist, they win.
+#[rstest]
+#[case::labels_say_nlb(Some("service.k8s.aws/stack-name"), None, true)]
+#[case::labels_say_alb(Some("ingress.k8s.aws/stack-name"), None, false)]
+#[case::nothing_says(None, None, false)]
+#[case::facts_say_nlb(None, Some(LoadBalancerKind::Network), true)]
+#[case::facts_beat_labels_alb(
+    Some("service.k8s.aws/stack-name"),
+    Some(LoadBalancerKind::Application),
+    false
+)]
+#[case::facts_beat_labels_nlb(
+    Some("ingress.k8s.aws/stack-name"),
+    Some(LoadBalancerKind::Network),
+    true
+)]
+fn the_kind_before_the_facts(
+    #[case] label: Option<&str>,
+    #[case] facts: Option<LoadBalancerKind>,
+    #[case] unmeasured_nlb: bool,
+) {
+    let objects = objects(|o| {
+        let mut binding: crate::binding::TargetGroupBinding = (*o.bindings[0]).clone();
+        if let Some(label) = label {
+            binding
+                .metadata
+                .labels
+                .get_or_insert_with(Default::default)
+                .insert(label.into(), "game-2048".into());
+        }
+        if let Some(kind) = facts {
+            let mut records = crate::facts::Records::default();
+            records.entry(&binding.target_group().unwrap(), None).facts = Some(crate::elb::Facts {
+                load_balancer: Some(kind),
+                ..Default::default()
+            });
+            o.target_groups = Arc::new(records);
+        }
+        o.bindings = vec![Arc::new(binding)];
+    });
+    let labels = APP
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    let served = serving_bindings(&labels, &objects);
+    assert_eq!(served.len(), 1);
+    let evidence = evidence(&served, &objects);
+    assert_eq!(
+        !evidence.unmeasured_nlbs.is_empty(),
+        unmeasured_nlb,
+        "{evidence:?}"
+    );
+    let s = crate::timing::timing(&TimingSettings::default(), &evidence, None, None);
+    assert_eq!(
+        s.prestop_source == crate::timing::PrestopSource::NlbDefault,
+        unmeasured_nlb,
+        "{s:?}"
+    );
+}
