@@ -7,6 +7,7 @@ mod common;
 mod limits;
 mod ports;
 mod properties;
+mod rollout_lab;
 mod rotation;
 mod rotation_load;
 mod tls;
