@@ -360,6 +360,59 @@ async fn an_nlb_still_learning_is_called_out() {
     .await;
 }
 
+/// A binding the AWS Load Balancer Controller made for a Service, before the watcher has read
+/// its target group: the labels say NLB, so its first pods get the NLB default.
+#[rstest::rstest]
+#[case::service_stack(
+    "service.k8s.aws/stack-name",
+    &[("app-2048", 135), ("log-shipper", 135)],
+    165,
+    "nlb-default",
+    &[
+        "each replaced pod lingers 135s",
+        "NLB target group k8s-game2048-service2-6f5e3c2a1b has under 5 drains measured",
+        "raised from 30 to 165",
+    ]
+)]
+#[case::ingress_stack(
+    "ingress.k8s.aws/stack-name",
+    &[("app-2048", 40), ("log-shipper", 40)],
+    70,
+    "deregistration-delay",
+    &["raised from 30 to 70"]
+)]
+#[tokio::test]
+async fn a_labelled_binding_is_known_before_the_facts(
+    #[case] label: &str,
+    #[case] prestops: &'static [(&'static str, i32)],
+    #[case] grace: i64,
+    #[case] source: &'static str,
+    #[case] warnings: &'static [&'static str],
+) {
+    use gracegate::cluster::{Cluster, Objects};
+    let mut objects = Objects::load_dir(&crate::common::fixtures().join("cluster")).unwrap();
+    for b in &mut objects.bindings {
+        b.metadata
+            .labels
+            .get_or_insert_with(Default::default)
+            .insert(label.into(), "game-2048".into());
+    }
+    let mut context = context(Settings::default());
+    context.cluster = Cluster::from_objects(objects);
+    check_in(
+        "create-deployment-pod.json",
+        Expected {
+            gates: &[GATE],
+            prestops,
+            grace: Some(grace),
+            warnings,
+            source: Some(source),
+        },
+        context,
+    )
+    .await;
+}
+
 #[tokio::test]
 async fn the_target_groups_own_delay_when_no_annotation_says() {
     // Without the Ingress, D comes from the target group's attribute: 300 s, the AWS default.
