@@ -2,9 +2,11 @@
 //!
 //! * `S` = pod annotation > namespace annotation > the largest of `D + 10` (`D`: the
 //!   deregistration delay, from an annotation else the target group's attribute) and the
-//!   measured p99 drain + margin (once [`MIN_DRAINS`] are measured) and, for a network load
-//!   balancer target group with fewer drains measured, `nlb_prestop_seconds` (NLBs are reported
-//!   to route to draining targets for ~2 minutes whatever `D` is) > `prestop_seconds`.
+//!   measured p99 drain + margin (once [`MIN_DRAINS`](crate::facts::MIN_DRAINS) are
+//!   measured) and, for a network load balancer target group with fewer than
+//!   [`NLB_MIN_DRAINS`] drains measured,
+//!   `nlb_prestop_seconds` (NLBs are reported to route to draining targets for ~2 minutes
+//!   whatever `D` is; a few drains can raise `S` above it, not lower it) > `prestop_seconds`.
 //!   Annotations and `D + 10` are capped at `max_prestop_seconds` (a typo, AWS's 300 s default);
 //!   measured drains and the NLB default at `max_measured_prestop_seconds`, so the cap never
 //!   cuts the evidence.
@@ -17,7 +19,8 @@
 use std::collections::BTreeMap;
 
 use crate::binding::DelaySource;
-use crate::facts::MIN_DRAINS;
+use crate::elb::LoadBalancerKind;
+use crate::facts::NLB_MIN_DRAINS;
 
 /// Every annotation gracegate reads lives under this prefix.
 pub const ANNOTATION_INJECT: &str = "gracegate.io/inject";
@@ -43,7 +46,8 @@ pub struct TimingSettings {
     /// Cap on `S` from measured drains and from the NLB default.
     pub max_measured_prestop_seconds: u32,
     /// `S` for a pod behind a network load balancer target group with fewer than
-    /// [`MIN_DRAINS`] drains measured; 0 turns the NLB default off.
+    /// [`NLB_MIN_DRAINS`] drains measured (more measured drains still raise it); 0 turns the
+    /// NLB default off.
     pub nlb_prestop_seconds: u32,
     /// Added to `S` to give `T`.
     pub shutdown_budget_seconds: u32,
@@ -114,10 +118,19 @@ pub struct MeasuredDrain {
 pub struct Evidence {
     /// The largest `D` among them, and where it was read.
     pub delay: Option<(u32, DelaySource)>,
-    /// The largest p99 among those with at least [`MIN_DRAINS`] drains measured.
+    /// The largest p99 among those with at least [`MIN_DRAINS`](crate::facts::MIN_DRAINS)
+    /// drains measured.
     pub measured: Option<MeasuredDrain>,
-    /// Network load balancer target groups with fewer than [`MIN_DRAINS`] drains measured.
+    /// Network load balancer target groups with fewer than [`NLB_MIN_DRAINS`] drains measured:
+    /// too few to bring `S` below the NLB default (see [`nlb_unmeasured`]).
     pub unmeasured_nlbs: Vec<String>,
+}
+
+/// Whether a target group of `kind` with `drains` measured still gets the NLB default: a network
+/// load balancer with fewer than [`NLB_MIN_DRAINS`] drains. The one place the webhook, `plan`
+/// and `audit` ask.
+pub fn nlb_unmeasured(kind: Option<LoadBalancerKind>, drains: usize) -> bool {
+    kind == Some(LoadBalancerKind::Network) && drains < NLB_MIN_DRAINS
 }
 
 /// Where `S` came from.
@@ -307,14 +320,14 @@ pub fn timing(
         };
         if prestop_source == PrestopSource::NlbDefault {
             warnings.push(format!(
-                "gracegate: NLB target group {}{more} has under {MIN_DRAINS} drains measured and \
+                "gracegate: NLB target group {}{more} has under {NLB_MIN_DRAINS} drains measured and \
                  NLBs are reported to route to draining targets ~2 min: S = {prestop_seconds}s \
                  until measured drains take over; to go lower set {ANNOTATION_PRESTOP_SECONDS}",
                 evidence.unmeasured_nlbs[0]
             ));
         } else {
             warnings.push(format!(
-                "gracegate: NLB target group {}{more} has under {MIN_DRAINS} drains measured; NLBs \
+                "gracegate: NLB target group {}{more} has under {NLB_MIN_DRAINS} drains measured; NLBs \
                  are reported to route to draining targets ~2 min whatever the delay. gracegate \
                  measures drains and sizes S from them",
                 evidence.unmeasured_nlbs[0]
@@ -401,6 +414,7 @@ fn annotation_seconds(
 #[allow(clippy::too_many_arguments)] // rstest tables: one argument per column
 mod tests {
     use super::*;
+    use crate::facts::MIN_DRAINS;
     use rstest::rstest;
 
     fn annotations(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
@@ -447,9 +461,12 @@ mod tests {
     #[case::nlb_unmeasured_no_delay(None, None, true, &[], &[], Some(30), 135, 165, "nlb-default", 2)]
     // A capped AWS default delay does not hide the NLB default.
     #[case::nlb_unmeasured_aws_default(Some(300), None, true, &[], &[], Some(30), 135, 165, "nlb-default", 4)]
-    // Measured NLBs (no longer unmeasured): the drains rule, below or above the default.
-    #[case::nlb_measured_below_default(Some(5), Some((40.0, 5)), false, &[], &[], Some(30), 45, 75, "measured-drain", 0)]
-    #[case::nlb_measured_above_default(Some(5), Some((160.0, 5)), false, &[], &[], Some(30), 165, 195, "measured-drain", 1)]
+    // An NLB with 5 to 19 drains: they raise S above the default, never lower it.
+    #[case::nlb_few_drains_below_default(Some(5), Some((40.0, 10)), true, &[], &[], Some(30), 135, 165, "nlb-default", 2)]
+    #[case::nlb_few_drains_above_default(Some(5), Some((160.0, 10)), true, &[], &[], Some(30), 165, 195, "measured-drain", 2)]
+    // An NLB with 20 drains (no longer unmeasured): they rule, below or above the default.
+    #[case::nlb_measured_below_default(Some(5), Some((40.0, 20)), false, &[], &[], Some(30), 45, 75, "measured-drain", 0)]
+    #[case::nlb_measured_above_default(Some(5), Some((160.0, 20)), false, &[], &[], Some(30), 165, 195, "measured-drain", 1)]
     // One NLB measured, another not yet: the larger.
     #[case::nlb_one_measured_one_not(Some(5), Some((40.0, 5)), true, &[], &[], Some(30), 135, 165, "nlb-default", 2)]
     // An annotation takes the NLB's S lower; the NLB warning stays.
@@ -499,6 +516,21 @@ mod tests {
         assert_eq!(got.grace_period(own_grace), t, "T");
         assert_eq!(got.prestop_source.as_str(), source, "source");
         assert_eq!(got.warnings.len(), warnings, "{:?}", got.warnings);
+    }
+
+    #[rstest]
+    #[case::nlb_nothing_measured(Some(LoadBalancerKind::Network), 0, true)]
+    #[case::nlb_few_drains(Some(LoadBalancerKind::Network), MIN_DRAINS, true)]
+    #[case::nlb_one_short(Some(LoadBalancerKind::Network), NLB_MIN_DRAINS - 1, true)]
+    #[case::nlb_enough(Some(LoadBalancerKind::Network), NLB_MIN_DRAINS, false)]
+    #[case::alb(Some(LoadBalancerKind::Application), 0, false)]
+    #[case::kind_unknown(None, 0, false)]
+    fn the_nlb_default_holds_until_twenty_drains(
+        #[case] kind: Option<LoadBalancerKind>,
+        #[case] drains: usize,
+        #[case] unmeasured: bool,
+    ) {
+        assert_eq!(nlb_unmeasured(kind, drains), unmeasured);
     }
 
     #[test]
@@ -565,7 +597,7 @@ mod tests {
             vec![
                 "gracegate: pod annotation gracegate.io/prestop-seconds=25 is below the 70s p99 \
                  drain of target group k8s-game2048 (5 drains): pods stop while still routed",
-                "gracegate: NLB target group k8s-nlb and 1 more has under 5 drains measured; \
+                "gracegate: NLB target group k8s-nlb and 1 more has under 20 drains measured; \
                  NLBs are reported to route to draining targets ~2 min whatever the delay. \
                  gracegate measures drains and sizes S from them",
             ]
@@ -644,7 +676,7 @@ mod tests {
                 "gracegate: S = 135s from the NLB default (--nlb-prestop-seconds), over \
                  --max-prestop-seconds 120: each replaced pod lingers 135s before it stops, so \
                  rollouts take longer",
-                "gracegate: NLB target group k8s-nlb has under 5 drains measured and NLBs are \
+                "gracegate: NLB target group k8s-nlb has under 20 drains measured and NLBs are \
                  reported to route to draining targets ~2 min: S = 135s until measured drains \
                  take over; to go lower set gracegate.io/prestop-seconds",
             ]

@@ -112,7 +112,7 @@ pub struct PlanArgs {
     #[arg(long, default_value_t = 300)]
     pub max_measured_prestop_seconds: u32,
 
-    /// preStop sleep for an NLB with under 5 drains measured; 0 off (as the webhook's flag).
+    /// preStop sleep for an NLB with under 20 drains measured; 0 off (as the webhook's flag).
     #[arg(long, default_value_t = 135)]
     pub nlb_prestop_seconds: u32,
 

@@ -125,7 +125,7 @@ pub struct InjectArgs {
     )]
     pub max_measured_prestop_seconds: u32,
 
-    /// preStop sleep behind a network load balancer target group with under 5 drains
+    /// preStop sleep behind a network load balancer target group with under 20 drains
     /// measured (NLBs are reported to route to draining targets ~2 min); 0 turns it off.
     #[arg(long, env = "GRACEGATE_NLB_PRESTOP_SECONDS", default_value_t = 135)]
     pub nlb_prestop_seconds: u32,

@@ -10,7 +10,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use k8s_openapi::api::core::v1::{LifecycleHandler, Service};
 
 use crate::binding::{self, DelaySource, TargetGroupBinding, TargetType};
-use crate::elb::{LoadBalancerKind, TargetGroup, name_from_arn};
+use crate::elb::{TargetGroup, name_from_arn};
 use crate::objects::NamespaceObjects;
 use crate::timing::{
     self, ANNOTATION_CONTAINERS, ANNOTATION_INJECT, ANNOTATION_PRESTOP_SOURCE, Evidence,
@@ -348,17 +348,19 @@ pub fn evidence(served: &[Served<'_>], objects: &NamespaceObjects) -> Evidence {
         let kind = record
             .and_then(|r| r.load_balancer())
             .or_else(|| binding::origin_kind(s.binding, s.service));
-        match record.and_then(|r| Some((r.measured_p99()?, r))) {
-            Some((p99, record)) if out.measured.as_ref().is_none_or(|m| p99 > m.p99_seconds) => {
-                out.measured = Some(MeasuredDrain {
-                    p99_seconds: p99,
-                    count: record.drain.as_ref().map_or(0, |d| d.count),
-                    target_group: name(),
-                });
-            }
-            Some(_) => {}
-            None if kind == Some(LoadBalancerKind::Network) => out.unmeasured_nlbs.push(name()),
-            None => {}
+        let drains = record.and_then(|r| r.drain.as_ref()).map_or(0, |d| d.count);
+        if let Some(p99) = record.and_then(|r| r.measured_p99())
+            && out.measured.as_ref().is_none_or(|m| p99 > m.p99_seconds)
+        {
+            out.measured = Some(MeasuredDrain {
+                p99_seconds: p99,
+                count: drains,
+                target_group: name(),
+            });
+        }
+        // A few drains of an NLB may raise `S` above the NLB default, not lower it.
+        if timing::nlb_unmeasured(kind, drains) {
+            out.unmeasured_nlbs.push(name());
         }
     }
     out.unmeasured_nlbs.sort();

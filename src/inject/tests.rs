@@ -1,4 +1,5 @@
 use super::*;
+use crate::elb::LoadBalancerKind;
 use k8s_openapi::api::core::v1::{ExecAction, SleepAction};
 use rstest::rstest;
 use serde_json::json;
@@ -435,23 +436,30 @@ fn patch_shapes() {
 /// Before the watcher has described a binding's target group, the binding's labels say what
 /// kind of load balancer serves it; once the facts exist, they win.
 #[rstest]
-#[case::labels_say_nlb(Some("service.k8s.aws/stack-name"), None, true)]
-#[case::labels_say_alb(Some("ingress.k8s.aws/stack-name"), None, false)]
-#[case::nothing_says(None, None, false)]
-#[case::facts_say_nlb(None, Some(LoadBalancerKind::Network), true)]
+#[case::labels_say_nlb(Some("service.k8s.aws/stack-name"), None, 0, true)]
+#[case::labels_say_alb(Some("ingress.k8s.aws/stack-name"), None, 0, false)]
+#[case::nothing_says(None, None, 0, false)]
+#[case::facts_say_nlb(None, Some(LoadBalancerKind::Network), 0, true)]
 #[case::facts_beat_labels_alb(
     Some("service.k8s.aws/stack-name"),
     Some(LoadBalancerKind::Application),
+    0,
     false
 )]
 #[case::facts_beat_labels_nlb(
     Some("ingress.k8s.aws/stack-name"),
     Some(LoadBalancerKind::Network),
+    0,
     true
 )]
+// Short drains measured: below the NLB default only from 20 of them.
+#[case::nlb_ten_short_drains(None, Some(LoadBalancerKind::Network), 10, true)]
+#[case::nlb_twenty_short_drains(None, Some(LoadBalancerKind::Network), 20, false)]
+#[case::labels_nlb_twenty_short_drains(Some("service.k8s.aws/stack-name"), None, 20, false)]
 fn the_kind_before_the_facts(
     #[case] label: Option<&str>,
     #[case] facts: Option<LoadBalancerKind>,
+    #[case] drains: usize,
     #[case] unmeasured_nlb: bool,
 ) {
     let objects = objects(|o| {
@@ -463,11 +471,20 @@ fn the_kind_before_the_facts(
                 .get_or_insert_with(Default::default)
                 .insert(label.into(), "game-2048".into());
         }
-        if let Some(kind) = facts {
+        if facts.is_some() || drains > 0 {
             let mut records = crate::facts::Records::default();
-            records.entry(&binding.target_group().unwrap(), None).facts = Some(crate::elb::Facts {
+            let record = records.entry(&binding.target_group().unwrap(), None);
+            record.facts = facts.map(|kind| crate::elb::Facts {
                 load_balancer: Some(kind),
                 ..Default::default()
+            });
+            // Drains of 20 s: S from them alone would be 25, below the NLB default.
+            record.drain = (drains > 0).then_some(crate::facts::Stats {
+                count: drains,
+                p50: 20.0,
+                p90: 20.0,
+                p99: 20.0,
+                max: 20.0,
             });
             o.target_groups = Arc::new(records);
         }

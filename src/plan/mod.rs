@@ -11,7 +11,7 @@ use serde::Serialize;
 pub use crate::audit::Severity;
 use crate::binding::DelaySource;
 use crate::elb::LoadBalancerKind;
-use crate::facts::MIN_DRAINS;
+use crate::facts::{MIN_DRAINS, NLB_MIN_DRAINS};
 use crate::timing::{
     self, AWS_DEFAULT_DEREGISTRATION_DELAY, Evidence, MeasuredDrain, PrestopSource, Timing,
     TimingSettings,
@@ -53,10 +53,13 @@ impl LoadBalancer {
         let measured = self.measured.clone().filter(|m| m.count >= MIN_DRAINS);
         Evidence {
             delay: self.deregistration_delay.clone(),
-            unmeasured_nlbs: (self.kind == LoadBalancerKind::Network && measured.is_none())
-                .then(|| self.name.clone())
-                .into_iter()
-                .collect(),
+            unmeasured_nlbs: timing::nlb_unmeasured(
+                Some(self.kind),
+                self.measured.as_ref().map_or(0, |m| m.count),
+            )
+            .then(|| self.name.clone())
+            .into_iter()
+            .collect(),
             measured,
         }
     }
@@ -280,7 +283,7 @@ fn why_s(timing: &Timing, settings: &TimingSettings, lb: &LoadBalancer) -> Strin
         PrestopSource::NlbDefault => format!(
             "S = {s}s, the NLB default (--nlb-prestop-seconds): NLBs are reported to keep routing \
              new connections to a draining target for about 2 minutes whatever D is, and fewer \
-             than {MIN_DRAINS} drains are measured here."
+             than {NLB_MIN_DRAINS} drains are measured here."
         ),
         PrestopSource::Default => format!(
             "S = {s}s, the default (--prestop-seconds): nothing says how long this target group \
@@ -300,15 +303,13 @@ fn why_s(timing: &Timing, settings: &TimingSettings, lb: &LoadBalancer) -> Strin
     }
     if timing.prestop_source == PrestopSource::NlbDefault {
         why.push_str(
-            " Once 5 drains are measured, S follows them, lower or higher; the \
-             gracegate.io/prestop-seconds annotation sets it now.",
+            " From 5 drains measured S follows them when they need more, and from 20 also \
+             when they need less; the gracegate.io/prestop-seconds annotation sets it now.",
         );
-    } else if lb.kind == LoadBalancerKind::Network
-        && lb.measured.as_ref().is_none_or(|m| m.count < MIN_DRAINS)
-    {
+    } else if timing::nlb_unmeasured(Some(lb.kind), lb.measured.as_ref().map_or(0, |m| m.count)) {
         why.push_str(
             " NLBs are reported to keep routing new connections to a draining target for about 2 \
-             minutes whatever D is; once 5 drains are measured, S follows them.",
+             minutes whatever D is; from 20 drains measured S follows them alone.",
         );
     }
     if lb
@@ -436,9 +437,12 @@ mod tests {
     #[case::nlb_learning(LoadBalancer { deregistration_delay: Some((30, DelaySource::TargetGroup("nlb".into()))), ..LoadBalancer::defaults(LoadBalancerKind::Network) }, shape(2, "1", "0"), (135, "nlb-default", 165, 90, 2, 200), vec![Severity::Warn, Severity::Warn])]
     // `gracegate plan --load-balancer network --deregistration-delay 5`, nothing measured.
     #[case::nlb_short_delay_learning(LoadBalancer { deregistration_delay: Some((5, DelaySource::TargetGroup("nlb".into()))), ..LoadBalancer::defaults(LoadBalancerKind::Network) }, shape(2, "1", "0"), (135, "nlb-default", 165, 90, 2, 200), vec![Severity::Warn, Severity::Warn])]
-    // Measured NLB drains rule, lower or higher than the NLB default.
-    #[case::nlb_measured_lower(LoadBalancer { measured: measured(40.0, 5), ..LoadBalancer::defaults(LoadBalancerKind::Network) }, shape(2, "1", "0"), (45, "measured-drain", 75, 90, 2, 200), vec![])]
-    #[case::nlb_measured_higher(LoadBalancer { measured: measured(129.0, 5), ..LoadBalancer::defaults(LoadBalancerKind::Network) }, shape(2, "1", "0"), (134, "measured-drain", 164, 90, 2, 200), vec![Severity::Warn])]
+    // 5 to 19 NLB drains measured raise S above the NLB default, never lower it.
+    #[case::nlb_few_measured_lower(LoadBalancer { measured: measured(40.0, 10), ..LoadBalancer::defaults(LoadBalancerKind::Network) }, shape(2, "1", "0"), (135, "nlb-default", 165, 90, 2, 200), vec![Severity::Warn, Severity::Warn])]
+    #[case::nlb_few_measured_higher(LoadBalancer { measured: measured(160.0, 10), ..LoadBalancer::defaults(LoadBalancerKind::Network) }, shape(2, "1", "0"), (165, "measured-drain", 195, 90, 2, 200), vec![Severity::Warn, Severity::Warn])]
+    // From 20 measured NLB drains rule, lower or higher than the NLB default.
+    #[case::nlb_measured_lower(LoadBalancer { measured: measured(40.0, 20), ..LoadBalancer::defaults(LoadBalancerKind::Network) }, shape(2, "1", "0"), (45, "measured-drain", 75, 90, 2, 200), vec![])]
+    #[case::nlb_measured_higher(LoadBalancer { measured: measured(129.0, 20), ..LoadBalancer::defaults(LoadBalancerKind::Network) }, shape(2, "1", "0"), (134, "measured-drain", 164, 90, 2, 200), vec![Severity::Warn])]
     #[case::one_replica_all_unavailable(alb(Some(30)), shape(1, "0", "1"), (40, "deregistration-delay", 70, 75, 1, 85), vec![Severity::Risk])]
     #[case::both_zero_means_one(alb(Some(30)), shape(2, "0", "0"), (40, "deregistration-delay", 70, 75, 2, 170), vec![])]
     #[case::slow_health_checks(LoadBalancer { health_check_interval_seconds: 30, healthy_threshold: 10, ..alb(Some(30)) }, shape(1, "1", "0"), (40, "deregistration-delay", 70, 300, 1, 310), vec![Severity::Info])]

@@ -51,7 +51,7 @@ fn json_for_an_nlb_with_measured_drains() {
         "--measured-drain-p99",
         "118.4",
         "--measured-drains",
-        "12",
+        "24",
         "--health-check-interval",
         "10",
         "--healthy-threshold",
@@ -90,7 +90,7 @@ fn json_for_an_nlb_with_measured_drains() {
         v["reasoning"][0]
             .as_str()
             .unwrap()
-            .contains("p99 of 12 drains")
+            .contains("p99 of 24 drains")
     );
     assert_eq!(v["notes"], serde_json::json!([]));
 }
@@ -102,7 +102,9 @@ fn json_for_an_nlb_with_measured_drains() {
 // D + 10 = 160 is capped at 120 (--max-prestop-seconds), under the NLB default.
 #[case::delay_capped_below_the_default(&["--deregistration-delay", "150"], 135, "nlb-default", 165)]
 #[case::nlb_default_off(&["--deregistration-delay", "5", "--nlb-prestop-seconds", "0"], 15, "deregistration-delay", 45)]
-#[case::measured_lower(&["--deregistration-delay", "5", "--measured-drain-p99", "20", "--measured-drains", "5"], 25, "measured-drain", 55)]
+// Measured drains take an NLB below its default only from 20 of them.
+#[case::few_measured_lower(&["--deregistration-delay", "5", "--measured-drain-p99", "20", "--measured-drains", "19"], 135, "nlb-default", 165)]
+#[case::measured_lower(&["--deregistration-delay", "5", "--measured-drain-p99", "20", "--measured-drains", "20"], 25, "measured-drain", 55)]
 fn unmeasured_nlb(#[case] extra: &[&str], #[case] s: u32, #[case] source: &str, #[case] t: u32) {
     let mut args = vec!["--load-balancer", "network", "-o", "json"];
     args.extend_from_slice(extra);
@@ -259,9 +261,10 @@ mod from_cluster {
             "read-only: {seen:?}"
         );
         assert_eq!(seen.len(), 6, "{seen:?}");
-        // No Ingress: D is the target group's own 300 s; the measured p99 (61 s) + 5 is smaller.
-        assert_eq!(got.timing.prestop_seconds, 120);
-        assert_eq!(got.timing.prestop_source.as_str(), "deregistration-delay");
+        // No Ingress: D is the target group's own 300 s, D + 10 capped at 120; the measured p99
+        // (61 s) + 5 is smaller, and six drains of an NLB are too few to go below its default.
+        assert_eq!(got.timing.prestop_seconds, 135);
+        assert_eq!(got.timing.prestop_source.as_str(), "nlb-default");
         assert_eq!(
             (
                 got.shape.replicas,

@@ -350,7 +350,7 @@ async fn an_nlb_still_learning_is_called_out() {
             grace: Some(165),
             warnings: &[
                 "over --max-prestop-seconds 120: each replaced pod lingers 135s",
-                "NLB target group k8s-game2048-service2-6f5e3c2a1b has under 5 drains measured \
+                "NLB target group k8s-game2048-service2-6f5e3c2a1b has under 20 drains measured \
                  and NLBs are reported to route to draining targets ~2 min: S = 135s",
                 "raised from 30 to 165",
             ],
@@ -370,7 +370,7 @@ async fn an_nlb_still_learning_is_called_out() {
     "nlb-default",
     &[
         "each replaced pod lingers 135s",
-        "NLB target group k8s-game2048-service2-6f5e3c2a1b has under 5 drains measured",
+        "NLB target group k8s-game2048-service2-6f5e3c2a1b has under 20 drains measured",
         "raised from 30 to 165",
     ]
 )]
