@@ -30,6 +30,7 @@ pub mod metrics;
 pub mod objects;
 pub mod plan;
 pub mod plugin;
+pub mod release;
 pub mod serve;
 pub mod targets;
 pub mod timing;

@@ -19,10 +19,13 @@ fn floor(module: &[String]) -> Option<u8> {
         (_, "audit::shell" | "plan::cluster") => 3,
         ("cli" | "plugin" | "serve", _) => 3,
         ("elb" | "binding" | "facts" | "objects", _) => 0,
-        ("timing" | "inject" | "health" | "targets" | "drain" | "plan" | "audit", _) => 1,
         (
-            "webhook" | "watcher" | "cluster" | "aws" | "election" | "certs" | "metrics"
-            | "logging",
+            "timing" | "inject" | "health" | "targets" | "drain" | "release" | "plan" | "audit",
+            _,
+        ) => 1,
+        (
+            "webhook" | "watcher" | "waits" | "cluster" | "aws" | "election" | "certs"
+            | "metrics" | "logging",
             _,
         ) => 2,
         _ => return None,
