@@ -34,6 +34,7 @@ pub mod release;
 pub mod serve;
 pub mod targets;
 pub mod timing;
+pub mod waits;
 pub mod watcher;
 pub mod webhook;
 

@@ -63,6 +63,22 @@ pub struct TargetGroupLabels {
     pub target_group: String,
 }
 
+/// `gracegate_drain_waits_total`'s outcomes: a drain wait ends released by the leader, or by
+/// the waiter's own deadline (inferred: see `waits`).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct WaitOutcomeLabels {
+    pub outcome: &'static str,
+}
+
+impl WaitOutcomeLabels {
+    pub const RELEASED: WaitOutcomeLabels = WaitOutcomeLabels {
+        outcome: "released",
+    };
+    pub const DEADLINE: WaitOutcomeLabels = WaitOutcomeLabels {
+        outcome: "deadline",
+    };
+}
+
 /// Every ELBv2 operation gracegate calls, and every outcome it counts, in
 /// `gracegate_aws_requests_total`. Their series exist from the start (at 0), so that `rate()`
 /// and `increase()` in the alert rules see the first throttle or error, not only the second.
@@ -97,6 +113,9 @@ pub struct Metrics {
     pub leader: Gauge,
     pub webhook_connections: Gauge,
     pub webhook_refused: Family<RefusedLabels, Counter>,
+    pub drain_waits_open: Gauge,
+    pub drain_waits: Family<WaitOutcomeLabels, Counter>,
+    pub drain_wait: Histogram,
 }
 
 impl Default for Metrics {
@@ -192,6 +211,27 @@ impl Default for Metrics {
         for limit in [RefusedLabels::CONNECTIONS, RefusedLabels::IN_FLIGHT] {
             let _ = webhook_refused.get_or_create(&limit);
         }
+        let drain_waits_open = Gauge::default();
+        registry.register(
+            "drain_waits_open",
+            "Drain-wait long polls parked on this replica, waiting for the leader's answer",
+            drain_waits_open.clone(),
+        );
+        let drain_waits = Family::<WaitOutcomeLabels, Counter>::default();
+        registry.register(
+            "drain_waits",
+            "Pods whose drain wait ended: released by the leader, or deadline (the pod stopped asking without a release: its waiter reached its deadline or the pod died)",
+            drain_waits.clone(),
+        );
+        for outcome in [WaitOutcomeLabels::RELEASED, WaitOutcomeLabels::DEADLINE] {
+            let _ = drain_waits.get_or_create(&outcome);
+        }
+        let drain_wait = drain_histogram();
+        registry.register(
+            "drain_wait_seconds",
+            "Time from a pod's deletion to its drain-wait release",
+            drain_wait.clone(),
+        );
         // Known label values start at 0 (see AWS_OPERATIONS).
         for outcome in [
             Outcome::Patched,
@@ -224,6 +264,9 @@ impl Default for Metrics {
             leader,
             webhook_connections,
             webhook_refused,
+            drain_waits_open,
+            drain_waits,
+            drain_wait,
         }
     }
 }
