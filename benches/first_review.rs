@@ -34,10 +34,15 @@ fn context() -> Context {
     health
         .tls_loaded
         .store(true, std::sync::atomic::Ordering::Release);
+    let metrics = Arc::new(Metrics::default());
     Context {
         settings: Arc::new(Settings::default()),
         cluster: Cluster::from_objects(Objects::load_dir(std::path::Path::new(dir)).unwrap()),
-        metrics: Arc::new(Metrics::default()),
+        waits: Arc::new(gracegate::waits::Board::new(
+            gracegate::waits::DEFAULT_MAX_WAITS,
+            metrics.clone(),
+        )),
+        metrics,
         health: Arc::new(health),
     }
 }

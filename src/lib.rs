@@ -6,9 +6,9 @@
 //! 0. words: [`elb`] (target groups, targets, health, load balancer kinds, facts), [`binding`]
 //!    (the TargetGroupBinding), [`facts`] (measured drains, the records), [`objects`] (a
 //!    namespace's objects);
-//! 1. decisions, no I/O: [`timing`], [`inject`], [`health`], [`targets`], [`drain`], [`plan`],
-//!    [`audit`]'s checks;
-//! 2. shells: [`webhook`], [`watcher`], [`cluster`], [`aws`], [`election`], [`certs`],
+//! 1. decisions, no I/O: [`timing`], [`inject`], [`health`], [`targets`], [`drain`],
+//!    [`release`], [`plan`], [`audit`]'s checks;
+//! 2. shells: [`webhook`], [`watcher`], [`waits`], [`cluster`], [`aws`], [`election`], [`certs`],
 //!    [`metrics`], [`logging`];
 //! 3. commands: [`cli`] (every flag), [`serve`] (`webhook`, `watcher`, `serve`), [`plugin`],
 //!    `audit::shell`, `plan::cluster`.

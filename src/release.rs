@@ -267,7 +267,10 @@ mod tests {
         };
         let settle = SignedDuration::from_secs(30);
         assert_eq!(decide(&pod, at(29), settle), Verdict::NotYet("settling"));
-        assert_eq!(decide(&pod, at(30), settle), Verdict::Release("targets-gone"));
+        assert_eq!(
+            decide(&pod, at(30), settle),
+            Verdict::Release("targets-gone")
+        );
         // No settle: the first unlisted look releases.
         assert_eq!(
             decide(&pod, at(0), SignedDuration::ZERO),
@@ -283,6 +286,9 @@ mod tests {
             terminating: true,
             targets: vec![t],
         };
-        assert_eq!(decide(&pod, at(5), DEFAULT_SETTLE), Verdict::NotYet("settling"));
+        assert_eq!(
+            decide(&pod, at(5), DEFAULT_SETTLE),
+            Verdict::NotYet("settling")
+        );
     }
 }

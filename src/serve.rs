@@ -21,6 +21,7 @@ use crate::election::Election;
 use crate::inject::Settings;
 use crate::metrics::Metrics;
 use crate::targets::GateSettings;
+use crate::waits::{Board, DEFAULT_MAX_WAITS};
 use crate::watcher::{self, GonePods, Watcher, WatcherSettings};
 use crate::webhook::conn::Timeouts;
 use crate::webhook::server::{self, Options, shutdown_signal};
@@ -77,10 +78,14 @@ pub async fn prepare_webhook(
     };
     let settings = args.inject.settings(action)?;
     info!(?action, prefix = %settings.condition_prefix, "preStop action");
+    let metrics = Arc::new(Metrics::default());
     let context = Context {
         settings: Arc::new(settings),
         cluster,
-        metrics: Arc::new(Metrics::default()),
+        // Standby until this process's watcher leads (`gracegate serve`); `gracegate webhook`
+        // alone never leads and answers every drain wait "not leader".
+        waits: Arc::new(Board::new(args.max_drain_waits as usize, metrics.clone())),
+        metrics,
         health: Arc::new(Health::default()),
     };
     let options = Options {
@@ -146,13 +151,16 @@ pub async fn run_watcher(args: WatcherArgs) -> Result<()> {
     tokio::spawn(drive);
     let health = Health::default();
     health.tls_loaded.store(true, Ordering::Release); // no TLS in this mode
+    let metrics = Arc::new(Metrics::default());
     let context = Context {
         settings: Arc::new(Settings {
             condition_prefix: args.condition_prefix.clone(),
             ..Settings::default()
         }),
         cluster,
-        metrics: Arc::new(Metrics::default()),
+        // No HTTPS listener here: nobody asks this board.
+        waits: Arc::new(Board::new(DEFAULT_MAX_WAITS, metrics.clone())),
+        metrics,
         health: Arc::new(health),
     };
     let (admin_addr, _admin_handle, admin) =
@@ -232,6 +240,7 @@ async fn lead(
         facts_refresh: Some(watch.facts_refresh),
         records_namespace: Some(records_namespace),
     };
+    let settle = k8s_openapi::jiff::SignedDuration::from_secs(watch.drain_settle_seconds.into());
     let env = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
     let identity = lease_identity(lease.identity.clone(), env);
     let namespace = lease
@@ -264,12 +273,16 @@ async fn lead(
             context.clone(),
             elb.clone(),
             settings.clone(),
+            settle,
         ))
     };
     let health = context.health.clone();
     let leader_gauge = context.metrics.clone();
+    let waits = context.waits.clone();
     let stopped = move || {
         leader_gauge.leader.set(0);
+        // The watcher's drop did it already; parked drain waits hear "not leader" at once.
+        waits.step_down();
         health.pods_syncing.store(false, Ordering::Release);
     };
     let shutdown = async move {
@@ -376,6 +389,7 @@ async fn watch_targets(
     context: Context,
     elb: Elb,
     settings: WatcherSettings,
+    drain_settle: k8s_openapi::jiff::SignedDuration,
 ) {
     context
         .health
@@ -408,6 +422,7 @@ async fn watch_targets(
             settings,
         )
         .with_gone_pods(gone)
+        .with_drain_waits(context.waits.clone(), drain_settle)
         .run()
         .await;
     };

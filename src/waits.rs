@@ -336,7 +336,11 @@ mod tests {
     async fn a_release_wakes_every_ask_of_the_pod_at_once_and_stays() {
         let board = board(10);
         board.lead();
-        let (a1, a2, other) = (ask(&board, "a", 25), ask(&board, "a", 25), ask(&board, "b", 25));
+        let (a1, a2, other) = (
+            ask(&board, "a", 25),
+            ask(&board, "a", 25),
+            ask(&board, "b", 25),
+        );
         settle().await;
         assert_eq!(board.open(), 3);
         assert!(board.publish(&key("a"), Verdict::Release("targets-gone")));
@@ -358,7 +362,11 @@ mod tests {
         assert!(!board.publish(&key("a"), Verdict::Release("targets-gone")));
         assert!(!board.publish(&key("a"), Verdict::NotYet("describe-failing")));
         assert_eq!(count(&board, WaitOutcomeLabels::RELEASED), 1);
-        assert_eq!(board.asked(), vec![key("b")], "released pods need no describe");
+        assert_eq!(
+            board.asked(),
+            vec![key("b")],
+            "released pods need no describe"
+        );
         other.abort();
     }
 
@@ -394,7 +402,10 @@ mod tests {
         let (a, b) = (ask(&board, "a", 25), ask(&board, "b", 25));
         settle().await;
         assert_eq!(ask(&board, "c", 25).await.unwrap(), Answer::Busy);
-        assert!(!board.asked().contains(&key("c")), "a busy ask is not remembered");
+        assert!(
+            !board.asked().contains(&key("c")),
+            "a busy ask is not remembered"
+        );
         // A client that goes away closes its ask.
         a.abort();
         settle().await;

@@ -24,8 +24,8 @@ fn floor(module: &[String]) -> Option<u8> {
             _,
         ) => 1,
         (
-            "webhook" | "watcher" | "waits" | "cluster" | "aws" | "election" | "certs"
-            | "metrics" | "logging",
+            "webhook" | "watcher" | "waits" | "cluster" | "aws" | "election" | "certs" | "metrics"
+            | "logging",
             _,
         ) => 2,
         _ => return None,

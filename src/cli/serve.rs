@@ -53,6 +53,11 @@ pub struct WebhookArgs {
 
     #[command(flatten)]
     pub limits: LimitArgs,
+
+    /// Drain-wait long polls held at once, each an open connection; one more is answered 503
+    /// `busy` and its waiter asks again.
+    #[arg(long, env = "GRACEGATE_MAX_DRAIN_WAITS", default_value_t = 2048, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_drain_waits: u32,
 }
 
 /// The webhook's timeouts and caps on clients, the same on the HTTPS and the admin port.
@@ -296,6 +301,10 @@ pub struct WatchArgs {
     /// DescribeTargetGroupAttributes) are read again, at most.
     #[arg(long, env = "GRACEGATE_FACTS_REFRESH", default_value = "10m", value_parser = parse_duration)]
     pub facts_refresh: std::time::Duration,
+
+    /// A drain wait is released once every target of its pod has been unlisted this long.
+    #[arg(long, env = "GRACEGATE_DRAIN_SETTLE_SECONDS", default_value_t = 2, value_parser = clap::value_parser!(u32).range(0..=600))]
+    pub drain_settle_seconds: u32,
 }
 
 #[derive(Clone, Debug, Args)]

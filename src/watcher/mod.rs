@@ -15,14 +15,20 @@
 //!    facts go into the records ([`records`]), written to the `gracegate-target-groups`
 //!    ConfigMap at most every 10 s.
 //!
-//! Ticks run every `tick` while anything is pending or departing, and otherwise only when a
-//! pod event wakes the loop or facts or a records write come due.
+//! With drain waits ([`Watcher::with_drain_waits`]), the pods whose waiters ask the board
+//! are followed too ([`releases`]): their targets join the round's describes and the verdicts
+//! go to the board after it.
+//!
+//! Ticks run every `tick` while anything is pending, departing or waited for, and otherwise
+//! only when a pod event or a new drain wait wakes the loop or facts or a records write come
+//! due.
 
 pub mod cache;
 pub mod departures;
 pub mod facts;
 pub mod gates;
 pub mod records;
+pub mod releases;
 pub mod scheduler;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
@@ -51,6 +57,7 @@ use departures::DepartureFollower;
 use facts::FactsRefresher;
 use gates::GateWriter;
 use records::RecordKeeper;
+use releases::ReleaseFollower;
 use scheduler::{Answer, Scheduler};
 
 #[derive(Clone, Debug)]
@@ -82,6 +89,8 @@ pub struct TickReport {
     pub pending: usize,
     /// Terminating pods' targets still followed until the ELB drops them.
     pub departing: usize,
+    /// Pods with drain waits not released yet.
+    pub waiting: usize,
     pub describe_calls: usize,
     /// Target groups whose facts were read.
     pub facts_calls: usize,
@@ -148,6 +157,7 @@ pub struct Watcher {
     departures: DepartureFollower,
     facts: FactsRefresher,
     records: RecordKeeper,
+    releases: Option<ReleaseFollower>,
 }
 
 // === impl Watcher ===
@@ -186,7 +196,19 @@ impl Watcher {
             scheduler: Scheduler::default(),
             gates: GateWriter::default(),
             departures: DepartureFollower::default(),
+            releases: None,
         }
+    }
+
+    /// Answer the drain waits on `board`, which this watcher leads from now on (and steps
+    /// down when dropped); a pod is released once its targets have been unlisted `settle`.
+    pub fn with_drain_waits(
+        mut self,
+        board: Arc<crate::waits::Board>,
+        settle: k8s_openapi::jiff::SignedDuration,
+    ) -> Watcher {
+        self.releases = Some(ReleaseFollower::new(board, settle));
+        self
     }
 
     /// Where the pod cache hands over deleted pods (see [`watch_pods`]).
@@ -221,19 +243,27 @@ impl Watcher {
         loop {
             // Busy: the next tick is due `tick` after the last one, sooner never. Idle: only a
             // pod event starts a tick, or facts or a records write coming due.
-            if report.pending > 0 || report.departing > 0 {
+            if report.pending > 0 || report.departing > 0 || report.waiting > 0 {
                 let due = last.map_or_else(Instant::now, |l| l + self.settings.tick);
                 tokio::time::sleep_until(due).await;
             } else {
                 let woken = self.wake.notified();
-                match report.next_due {
-                    Some(after) => {
-                        tokio::select! {
-                            _ = woken => {}
-                            _ = tokio::time::sleep(after) => {}
-                        }
+                let asked = async {
+                    match &self.releases {
+                        Some(releases) => releases.arrived().await,
+                        None => std::future::pending().await,
                     }
-                    None => woken.await,
+                };
+                let due = async {
+                    match report.next_due {
+                        Some(after) => tokio::time::sleep(after).await,
+                        None => std::future::pending().await,
+                    }
+                };
+                tokio::select! {
+                    _ = woken => {}
+                    _ = asked => {}
+                    _ = due => {}
                 }
                 if let Some(l) = last {
                     tokio::time::sleep_until(l + self.settings.tick).await;
@@ -252,6 +282,11 @@ impl Watcher {
         let gone = self.gone.take();
         let scan = self.scan(&now, &gone);
         self.departures.add(scan.departing);
+        if let Some(releases) = self.releases.as_mut() {
+            let prefix = &self.settings.gates.condition_prefix;
+            releases.gather(&self.ctx, &gone, prefix, &now);
+        }
+        let waiting = self.releases.as_ref().map_or(0, ReleaseFollower::len);
         self.records.load(&self.ctx);
         self.ctx
             .metrics
@@ -263,10 +298,19 @@ impl Watcher {
         let mut report = TickReport {
             pending: scan.pending.len(),
             departing: self.departures.len(),
+            waiting,
             ..TickReport::default()
         };
-        if !scan.pending.is_empty() || !self.departures.is_empty() || !facts_due.is_empty() {
+        if !scan.pending.is_empty()
+            || !self.departures.is_empty()
+            || waiting > 0
+            || !facts_due.is_empty()
+        {
             self.round(scan.pending, facts_due, &now, &mut report).await;
+        }
+        if let Some(releases) = self.releases.as_mut() {
+            releases.publish(&self.ctx, &now).await;
+            report.waiting = releases.len();
         }
         report.records_written = self.records.flush(&self.ctx, now.0).await;
         report.next_due = [self.facts.next_due(), self.records.next_write()]
@@ -294,6 +338,9 @@ impl Watcher {
                 .or_default()
                 .insert(target.clone());
         }
+        if let Some(releases) = &self.releases {
+            releases.add_targets(&mut health);
+        }
         let mut round = self.scheduler.start(&self.ctx.elb, health, facts_due).await;
         report.describe_calls = round.health_calls;
         report.facts_calls = round.facts_calls;
@@ -320,6 +367,9 @@ impl Watcher {
             match answer {
                 Answer::Health { group, arn, result } => {
                     self.scheduler.note(&group, &result);
+                    if let Some(releases) = self.releases.as_mut() {
+                        releases.observe(&group, &result, now);
+                    }
                     self.departures
                         .follow(&self.ctx, &group, &arn, &result, now, &mut self.records)
                         .await;

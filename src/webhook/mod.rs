@@ -4,11 +4,13 @@
 //! * [`tls`]: the serving certificate, reloaded when its files change.
 //! * [`server`]: the HTTPS and admin listeners, readiness and graceful shutdown.
 //! * [`conn`]: what both listeners do with a connection (dual-stack bind, `TCP_NODELAY`, timeouts).
+//! * [`drain_wait`]: the drain-wait answer `gracegate-wait` long-polls for, from [`crate::waits`].
 //!
 //! [`router`] and [`admin_router`] are plain axum routers so tests drive them with
 //! `tower::ServiceExt::oneshot`.
 
 pub mod conn;
+pub mod drain_wait;
 pub mod review;
 pub mod server;
 pub mod tls;
@@ -46,6 +48,9 @@ pub struct Context {
     pub cluster: Cluster,
     pub metrics: Arc<Metrics>,
     pub health: Arc<Health>,
+    /// The open drain waits; leading only while this process runs the watcher and holds
+    /// the Lease.
+    pub waits: Arc<crate::waits::Board>,
 }
 
 /// Readiness beyond the caches: the certificate is loaded, the watcher's own caches (when it

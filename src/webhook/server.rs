@@ -84,7 +84,9 @@ pub async fn start(options: Options, context: Context) -> Result<Running> {
         .layer(axum::middleware::from_fn_with_state(
             InFlight::new(limits.max_in_flight, Some(context.metrics.clone())),
             conn::in_flight,
-        ));
+        ))
+        // Merged after the layers: a parked poll is not a review (no body, held up to 25 s).
+        .merge(super::drain_wait::router(context.waits.clone()));
     let https = tokio::spawn(server.serve(app.into_make_service()));
     handle.listening().await;
     admin_handle.listening().await;

@@ -4,6 +4,7 @@
 
 mod chaos;
 mod departures;
+mod drain_waits;
 mod election;
 mod end_to_end;
 mod facts;

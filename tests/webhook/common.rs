@@ -34,10 +34,15 @@ pub fn context(settings: Settings) -> Context {
     health
         .tls_loaded
         .store(true, std::sync::atomic::Ordering::Release);
+    let metrics = Arc::new(Metrics::default());
     Context {
         settings: Arc::new(settings),
         cluster: cluster(),
-        metrics: Arc::new(Metrics::default()),
+        waits: Arc::new(gracegate::waits::Board::new(
+            gracegate::waits::DEFAULT_MAX_WAITS,
+            metrics.clone(),
+        )),
+        metrics,
         health: Arc::new(health),
     }
 }

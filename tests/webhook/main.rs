@@ -4,6 +4,7 @@
 mod admission;
 mod bad_input;
 mod common;
+mod drain_wait;
 mod limits;
 mod ports;
 mod properties;
