@@ -35,15 +35,18 @@ dev-bin:
 ## the same build, and the Prometheus rules are checked and unit-tested with promtool.
 ## Then the waiter's own tests (`-p gracegate-wait`: the root's `cargo test` only tests the
 ## root package), and its static-binary tests, which a plain `cargo test` reports as ignored,
-## on the binary `make waiter` built. The last line sums every test binary's result (each
-## ignored-then-run test counted once, where it ran).
+## on the binary `make waiter` built, and the drain wait end to end with that waiter against
+## a real gracegate listener and watcher (tests/watcher/real_waiter.rs). The last line sums
+## every test binary's result (each ignored-then-run test counted once, where it ran).
 test: $(VENV)/bin/moto_server test-rules waiter
 	@mkdir -p target
 	set -o pipefail; { $(CARGO) test --locked --lib --bins --tests --examples --bench inject && \
 	  MOTO_SERVER=$(abspath $(VENV))/bin/moto_server $(CARGO) test --locked --test aws \
 	    -- --ignored moto_conformance && \
 	  $(CARGO) test --locked -p gracegate-wait && \
-	  $(WAITER_STATIC_TESTS); } 2>&1 | tee target/test.log
+	  $(WAITER_STATIC_TESTS) && \
+	  GRACEGATE_WAIT_BIN=$(abspath $(WAITER_BIN)) $(CARGO) test --locked --test watcher \
+	    -- --ignored real_waiter; } 2>&1 | tee target/test.log
 	$(MAKE) --no-print-directory fuzz-smoke
 	@awk '/^test result:/ { passed += $$4; failed += $$6; ignored += $$8 } /^SKIPPED / { print } END { printf "tests: %d passed, %d failed\n", passed, failed }' target/test.log
 

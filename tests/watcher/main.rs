@@ -12,3 +12,4 @@ mod facts;
 mod fake_elb;
 mod harness;
 mod kube_io;
+mod real_waiter;
