@@ -184,10 +184,8 @@ fn prestop_sleep(pod: &Pod, target: &TargetId) -> u64 {
         return 0;
     };
     let sleep = |c: &k8s_openapi::api::core::v1::Container| {
-        c.lifecycle
-            .as_ref()
-            .and_then(|l| l.pre_stop.as_ref())
-            .and_then(sleep_seconds)
+        let handler = c.lifecycle.as_ref().and_then(|l| l.pre_stop.as_ref())?;
+        sleep_seconds(handler).or_else(|| waiter_deadline(handler))
     };
     let serving = spec.containers.iter().find(|c| {
         c.ports
@@ -200,6 +198,41 @@ fn prestop_sleep(pod: &Pod, target: &TargetId) -> u64 {
         .or_else(|| spec.containers.iter().filter_map(sleep).max())
         .unwrap_or(0)
 }
+
+/// A drain-wait preStop (`…/gracegate-wait wait … --max-seconds N`, issue 14) ends at the
+/// latest after `N` seconds (the waiter's default, 300, without the flag). Released earlier, it
+/// ends once the target is gone: nothing routes to it then, so only the deadline can end it
+/// too early, and that is what the early-death reports must measure against.
+fn waiter_deadline(handler: &k8s_openapi::api::core::v1::LifecycleHandler) -> Option<u64> {
+    let command = handler.exec.as_ref()?.command.as_ref()?;
+    let (program, args) = command.split_first()?;
+    if !program
+        .rsplit('/')
+        .next()
+        .is_some_and(|f| f == "gracegate-wait")
+        || args.first().map(String::as_str) != Some("wait")
+    {
+        return None;
+    }
+    let mut args = args.iter();
+    while let Some(arg) = args.next() {
+        let value = match arg.strip_prefix("--max-seconds") {
+            Some("") => args.next().map(String::as_str),
+            Some(rest) => rest.strip_prefix('='),
+            None => continue,
+        };
+        // The waiter reads an unparseable value as its default too.
+        return Some(
+            value
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(WAITER_DEFAULT_SECONDS),
+        );
+    }
+    Some(WAITER_DEFAULT_SECONDS)
+}
+
+/// `gracegate-wait`'s deadline without `--max-seconds` (waiter/README.md).
+const WAITER_DEFAULT_SECONDS: u64 = 300;
 
 #[cfg(test)]
 mod tests {
@@ -273,6 +306,23 @@ mod tests {
             })
             .collect();
         assert_eq!(got, expected);
+    }
+
+    #[rstest]
+    #[case::flag_then_value(&["/.gracegate/gracegate-wait", "wait", "--url", "https://g", "--max-seconds", "120"], Some(120))]
+    #[case::flag_equals_value(&["/.gracegate/gracegate-wait", "wait", "--max-seconds=90"], Some(90))]
+    #[case::no_flag_is_the_default(&["/.gracegate/gracegate-wait", "wait", "--url", "https://g"], Some(300))]
+    #[case::unparseable_is_the_default(&["gracegate-wait", "wait", "--max-seconds", "soon"], Some(300))]
+    #[case::install_is_no_wait(&["/.gracegate/gracegate-wait", "install", "/x"], None)]
+    #[case::another_program(&["/bin/my-gracegate-wait", "wait", "--max-seconds", "5"], None)]
+    #[case::a_shell(&["/bin/sh", "-c", "gracegate-wait wait --max-seconds 5"], None)]
+    fn a_drain_wait_prestop_ends_by_its_deadline(
+        #[case] command: &[&str],
+        #[case] expected: Option<u64>,
+    ) {
+        let handler: k8s_openapi::api::core::v1::LifecycleHandler =
+            serde_json::from_value(serde_json::json!({ "exec": { "command": command } })).unwrap();
+        assert_eq!(waiter_deadline(&handler), expected);
     }
 
     #[test]

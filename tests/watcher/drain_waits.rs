@@ -306,3 +306,40 @@ async fn handover_the_old_leader_answers_not_leader_and_the_new_one_starts_from_
         Answer::Verdict(Verdict::Release("targets-gone"))
     );
 }
+
+#[tokio::test]
+async fn a_drain_wait_prestop_is_not_an_early_death_before_its_deadline() {
+    let (mut s, board) = with_board(vec![registered("old", "10.0.1.1")]).await;
+    let _ = verdict(&board, "old").await;
+    // The controller's lag: still healthy seconds after the deletion, then draining for long.
+    s.fake
+        .set_health(ARN, "10.0.1.1", 80, "healthy", None, None);
+    s.watcher.tick(at(2)).await;
+    draining(&s, "10.0.1.1");
+    s.watcher.tick(at(200)).await;
+    s.fake.deregister(ARN, "10.0.1.1", 80);
+    s.watcher.tick(at(250)).await;
+    let reasons: Vec<Value> = s
+        .api
+        .events()
+        .iter()
+        .map(|e| e.body["reason"].clone())
+        .collect();
+    assert!(
+        !reasons.contains(&json!("TerminatedBeforeDeregistered"))
+            && !reasons.contains(&json!("TerminatedWhileDraining")),
+        "the waiter's deadline (300 s) had not passed: {reasons:?}"
+    );
+    // Past the deadline it is one, as for a sleep.
+    let (mut s, _board) = with_board(vec![registered("late", "10.0.1.2")]).await;
+    s.fake
+        .set_health(ARN, "10.0.1.2", 80, "healthy", None, None);
+    s.watcher.tick(at(301)).await;
+    let reasons: Vec<Value> = s
+        .api
+        .events()
+        .iter()
+        .map(|e| e.body["reason"].clone())
+        .collect();
+    assert_eq!(reasons, vec![json!("TerminatedBeforeDeregistered")]);
+}
