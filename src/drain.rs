@@ -206,12 +206,8 @@ fn prestop_sleep(pod: &Pod, target: &TargetId) -> u64 {
 fn waiter_deadline(handler: &k8s_openapi::api::core::v1::LifecycleHandler) -> Option<u64> {
     let command = handler.exec.as_ref()?.command.as_ref()?;
     let (program, args) = command.split_first()?;
-    if !program
-        .rsplit('/')
-        .next()
-        .is_some_and(|f| f == "gracegate-wait")
-        || args.first().map(String::as_str) != Some("wait")
-    {
+    let file = program.rsplit('/').next();
+    if file != Some("gracegate-wait") || args.first().map(String::as_str) != Some("wait") {
         return None;
     }
     let mut args = args.iter();
