@@ -44,6 +44,31 @@ pub async fn run_webhook(args: WebhookArgs) -> Result<()> {
     Ok(())
 }
 
+/// The CA bundle handed to drain waiters: `--drain-wait-ca`, else `ca.crt` beside the serving
+/// certificate. Read once at start: waiters verify the CA, which outlives the serving
+/// certificates it signs (a rotated CA needs a restart). When it cannot be read, pods that opt
+/// in sleep instead, each with a warning, and this says so once.
+fn drain_wait_ca(args: &WebhookArgs) -> Option<String> {
+    let path = args.inject.drain_wait_ca.clone().unwrap_or_else(|| {
+        args.tls_cert
+            .parent()
+            .unwrap_or(std::path::Path::new("."))
+            .join("ca.crt")
+    });
+    let problem = match std::fs::read_to_string(&path) {
+        Ok(pem) if crate::inject::waiter::has_certificate(&pem) => return Some(pem),
+        Ok(_) => "it holds no PEM certificate".to_string(),
+        Err(e) => e.to_string(),
+    };
+    let wait = args.inject.drain_mode == crate::inject::DrainMode::Wait;
+    if wait || args.inject.drain_wait_ca.is_some() {
+        warn!(path = %path.display(), %problem, "no CA bundle for drain waiters: pods that opt in to the drain wait sleep instead");
+    } else {
+        info!(path = %path.display(), %problem, "no CA bundle for drain waiters: the drain wait is off (pods that opt in sleep, with a warning)");
+    }
+    None
+}
+
 /// The webhook's context and listener options from its flags: cluster objects from files
 /// (`--objects`) or from reflectors on `client`, which this spawns.
 pub async fn prepare_webhook(
@@ -76,8 +101,9 @@ pub async fn prepare_webhook(
         }
         (None, None) => return Err(Error::Settings("no cluster and no --objects".into())),
     };
-    let settings = args.inject.settings(action)?;
+    let mut settings = args.inject.settings(action)?;
     info!(?action, prefix = %settings.condition_prefix, "preStop action");
+    settings.drain.ca_pem = drain_wait_ca(args);
     let metrics = Arc::new(Metrics::default());
     let context = Context {
         settings: Arc::new(settings),

@@ -143,6 +143,8 @@ pub enum PrestopSource {
     /// `--nlb-prestop-seconds`: a network load balancer with too few drains measured.
     NlbDefault,
     Default,
+    /// `--drain-wait-max-seconds`: the drain wait's deadline (see [`crate::inject::waiter`]).
+    DrainWait,
 }
 
 impl PrestopSource {
@@ -154,6 +156,7 @@ impl PrestopSource {
             PrestopSource::MeasuredDrain(_) => "measured-drain",
             PrestopSource::NlbDefault => "nlb-default",
             PrestopSource::Default => "default",
+            PrestopSource::DrainWait => "drain-wait",
         }
     }
 }
@@ -364,7 +367,7 @@ pub fn timing(
 }
 
 /// "deregistration delay 300s from Ingress x" / "the 130s p99 drain measured on …".
-fn describe(source: &PrestopSource) -> String {
+pub fn describe(source: &PrestopSource) -> String {
     match source {
         PrestopSource::DeregistrationDelay(d, from) => {
             format!("deregistration delay {d}s from {from}")

@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use clap::{Args, ValueEnum};
 
 use super::{parse_duration, parse_positive_duration};
+use crate::inject::waiter::{self, DrainMode, DrainSettings};
 use crate::inject::{DEFAULT_CONDITION_PREFIX, PrestopAction, Settings};
 use crate::timing::TimingSettings;
 use crate::{Error, Result};
@@ -156,6 +157,39 @@ pub struct InjectArgs {
     /// Readiness gate condition type prefix; the gate is PREFIX/<TargetGroupBinding name>.
     #[arg(long, env = "GRACEGATE_CONDITION_PREFIX", default_value = DEFAULT_CONDITION_PREFIX)]
     pub condition_prefix: String,
+
+    /// How a pod behind a binding waits for the load balancer when it terminates: `sleep` a
+    /// preStop of S, or `wait` until gracegate says its targets have left (at most
+    /// --drain-wait-max-seconds). The annotation gracegate.io/drain on a pod or its namespace
+    /// overrides it.
+    #[arg(long, env = "GRACEGATE_DRAIN_MODE", default_value = "sleep", value_parser = parse_drain_mode)]
+    pub drain_mode: DrainMode,
+
+    /// The URL drain waiters ask (the webhook's Service, port 443).
+    #[arg(long, env = "GRACEGATE_DRAIN_WAIT_URL", default_value = waiter::DEFAULT_URL)]
+    pub drain_wait_url: String,
+
+    /// PEM CA bundle handed to drain waiters to verify gracegate's certificate; default:
+    /// `ca.crt` beside --tls-cert (cert-manager's Secret and `gracegate certs` both hold it).
+    #[arg(long, env = "GRACEGATE_DRAIN_WAIT_CA")]
+    pub drain_wait_ca: Option<PathBuf>,
+
+    /// A drain wait's deadline, S: the waiter ends then whatever gracegate says or whether it
+    /// answers at all.
+    #[arg(long, env = "GRACEGATE_DRAIN_WAIT_MAX_SECONDS", default_value_t = waiter::DEFAULT_MAX_SECONDS)]
+    pub drain_wait_max_seconds: u32,
+
+    /// The image of the init container that puts the waiter into a drain-waiting pod.
+    #[arg(long, env = "GRACEGATE_WAITER_IMAGE", default_value = waiter::DEFAULT_IMAGE)]
+    pub waiter_image: String,
+}
+
+fn parse_drain_mode(s: &str) -> std::result::Result<DrainMode, String> {
+    match s {
+        "sleep" => Ok(DrainMode::Sleep),
+        "wait" => Ok(DrainMode::Wait),
+        _ => Err(format!("expected sleep or wait, got {s:?}")),
+    }
 }
 
 impl InjectArgs {
@@ -177,11 +211,20 @@ impl InjectArgs {
                 self.condition_prefix
             )));
         }
+        let drain = DrainSettings {
+            mode: self.drain_mode,
+            url: self.drain_wait_url.clone(),
+            ca_pem: None,
+            max_seconds: self.drain_wait_max_seconds,
+            image: self.waiter_image.clone(),
+        };
+        drain.check().map_err(Error::Settings)?;
         Ok(Settings {
             timing,
             prestop_action,
             condition_prefix: self.condition_prefix.clone(),
             namespace_label: self.namespace_label.clone(),
+            drain,
         })
     }
 }

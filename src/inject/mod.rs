@@ -19,9 +19,13 @@ use crate::timing::{
 
 mod patch;
 mod pod;
+pub mod waiter;
 
 pub use patch::{AnnotationAdd, Plan, PrestopAdd};
-pub use pod::{ContainerView, LifecycleView, PodMeta, PodSpecView, PodView};
+pub use pod::{
+    ContainerView, LifecycleView, MountView, Named, PodMeta, PodSpecView, PodView, VolumeView,
+};
+pub use waiter::{DrainMode, DrainSettings};
 
 /// The default condition type prefix, shared with the AWS Load Balancer Controller.
 pub const DEFAULT_CONDITION_PREFIX: &str = "target-health.elbv2.k8s.aws";
@@ -46,6 +50,7 @@ pub struct Settings {
     pub prestop_action: PrestopAction,
     pub condition_prefix: String,
     pub namespace_label: (String, String),
+    pub drain: DrainSettings,
 }
 
 impl Default for Settings {
@@ -58,6 +63,7 @@ impl Default for Settings {
                 DEFAULT_NAMESPACE_LABEL.0.to_string(),
                 DEFAULT_NAMESPACE_LABEL.1.to_string(),
             ),
+            drain: DrainSettings::default(),
         }
     }
 }
@@ -201,30 +207,76 @@ pub fn plan(pod: &PodView, objects: &NamespaceObjects, settings: &Settings) -> P
         }
     }
 
-    // 2. Timing, from the slowest target group serving the pod.
-    let mut timing = timing::timing(
-        &settings.timing,
-        &evidence(&served, objects),
-        pod.metadata.annotations.as_ref(),
-        namespace.metadata.annotations.as_ref(),
-    );
+    // 2. Timing, from the slowest target group serving the pod; in drain-wait mode the
+    // waiter's deadline, unless something of the pod's own rules the waiter out.
+    let pod_annotations = pod.metadata.annotations.as_ref();
+    let ns_annotations = namespace.metadata.annotations.as_ref();
+    let evidence = evidence(&served, objects);
+    let sleep = || timing::timing(&settings.timing, &evidence, pod_annotations, ns_annotations);
+    let chosen = chosen_containers(pod, &spec.containers, &mut warnings);
+    let is_chosen = |name: &str| chosen.as_ref().is_none_or(|c| c.contains(name));
+    let mut waiter_add = None;
+    let mut timing = match waiter::mode(
+        pod_annotations,
+        ns_annotations,
+        settings.drain.mode,
+        &mut warnings,
+    ) {
+        DrainMode::Sleep => sleep(),
+        DrainMode::Wait => {
+            let wait = waiter::timing(
+                &settings.timing,
+                &settings.drain,
+                &evidence,
+                pod_annotations,
+                ns_annotations,
+            );
+            // The containers that get the waiter now, and those that already run it (a
+            // second review).
+            let waiting: Vec<usize> = spec
+                .containers
+                .iter()
+                .enumerate()
+                .filter(|(_, c)| match own_prestop(c) {
+                    Some(own) => waiter::is_waiter(own),
+                    None => wait.prestop_seconds > 0 && is_chosen(&c.name),
+                })
+                .map(|(i, _)| i)
+                .collect();
+            // No container waits (none chosen, each with a preStop of its own, `S` = 0) or
+            // the waiter cannot run: the sleep rule, as for any other pod.
+            match waiter::plan(spec, &waiting, wait.prestop_seconds, &settings.drain) {
+                Ok(Some(add)) => {
+                    waiter_add = Some(add);
+                    wait
+                }
+                Ok(None) => sleep(),
+                Err(warning) => {
+                    warnings.push(warning);
+                    sleep()
+                }
+            }
+        }
+    };
     let (prestop_seconds, shutdown_budget_seconds) =
         (timing.prestop_seconds, timing.shutdown_budget_seconds);
     warnings.append(&mut timing.warnings);
 
     // 3. preStop hooks on the chosen regular containers. Init containers (native sidecars
     // included) are left alone: they stop after the app containers anyway.
-    let chosen = chosen_containers(pod, &spec.containers, &mut warnings);
     let mut prestops = Vec::new();
     for (index, container) in spec.containers.iter().enumerate() {
-        if !chosen
-            .as_ref()
-            .is_none_or(|c| c.contains(container.name.as_str()))
-        {
+        if !is_chosen(&container.name) {
             continue;
         }
         let lifecycle = container.lifecycle.as_ref();
         match lifecycle.and_then(|l| l.pre_stop.as_ref()) {
+            Some(own) if waiter::is_waiter(own) => {}
+            Some(_) if waiter_add.is_some() => warnings.push(format!(
+                "gracegate: container {}: its own preStop cannot wait for the load balancer; \
+                 left unchanged, so it may stop while its target is still routed",
+                container.name
+            )),
             Some(own) => {
                 if let Some(own_seconds) = sleep_seconds(own)
                     && own_seconds < u64::from(prestop_seconds)
@@ -285,7 +337,7 @@ pub fn plan(pod: &PodView, objects: &NamespaceObjects, settings: &Settings) -> P
     }
 
     // 5. Where S came from, on the pod, whenever S shaped it.
-    let annotations = pod.metadata.annotations.as_ref();
+    let annotations = pod_annotations;
     let source = timing.prestop_source.as_str();
     let source_annotation = (!prestops.is_empty() || grace.is_some())
         .then(
@@ -309,6 +361,7 @@ pub fn plan(pod: &PodView, objects: &NamespaceObjects, settings: &Settings) -> P
         prestop_source: Some(timing.prestop_source),
         source_annotation,
         grace,
+        waiter: waiter_add,
         warnings,
     }
 }
@@ -366,6 +419,10 @@ pub fn evidence(served: &[Served<'_>], objects: &NamespaceObjects) -> Evidence {
     out.unmeasured_nlbs.sort();
     out.unmeasured_nlbs.dedup();
     out
+}
+
+fn own_prestop(c: &ContainerView) -> Option<&LifecycleHandler> {
+    c.lifecycle.as_ref().and_then(|l| l.pre_stop.as_ref())
 }
 
 /// `gracegate.io/inject: "false"`. Anything but `"true"`/`"false"` is a warning and means inject.

@@ -4,6 +4,7 @@ use json_patch::jsonptr::PointerBuf;
 use json_patch::{AddOperation, Patch, PatchOperation, ReplaceOperation};
 use serde_json::{Value, json};
 
+use super::waiter::WaiterAdd;
 use super::{PrestopAction, Skip};
 use crate::timing::{ANNOTATION_PRESTOP_SOURCE, PrestopSource};
 
@@ -43,6 +44,8 @@ pub struct Plan {
     pub prestop_action: Option<PrestopAction>,
     /// `(pod's own, new)` when the grace period must rise.
     pub grace: Option<(Option<i64>, i64)>,
+    /// Drain wait: the preStops run the waiter, and what the pod lacks for it.
+    pub waiter: Option<WaiterAdd>,
     /// For `AdmissionResponse.warnings`: what the user should fix.
     pub warnings: Vec<String>,
 }
@@ -61,6 +64,7 @@ impl Plan {
             && self.prestops.is_empty()
             && self.grace.is_none()
             && self.source_annotation.is_none()
+            && self.waiter.as_ref().is_none_or(WaiterAdd::is_empty)
     }
 
     /// The JSONPatch for the pod the plan was made for: `add` operations only, except that
@@ -78,8 +82,14 @@ impl Plan {
                 ));
             }
         }
+        if let Some(waiter) = &self.waiter {
+            waiter.ops(&mut ops);
+        }
         if let Some(action) = self.prestop_action {
-            let handler = prestop_handler(action, self.prestop_seconds);
+            let handler = match &self.waiter {
+                Some(waiter) => waiter.handler(),
+                None => prestop_handler(action, self.prestop_seconds),
+            };
             for p in &self.prestops {
                 let index = p.index.to_string();
                 if p.has_lifecycle {

@@ -289,6 +289,10 @@ fn why_s(timing: &Timing, settings: &TimingSettings, lb: &LoadBalancer) -> Strin
             "S = {s}s, the default (--prestop-seconds): nothing says how long this target group \
              drains."
         ),
+        PrestopSource::DrainWait => format!(
+            "Drain wait: the pod stops when its target leaves, at most S = {s}s \
+             (--drain-wait-max-seconds)."
+        ),
     };
     match timing.prestop_source {
         PrestopSource::DeregistrationDelay(..) if s == settings.max_prestop_seconds => {

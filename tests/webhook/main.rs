@@ -12,3 +12,4 @@ mod rollout_lab;
 mod rotation;
 mod rotation_load;
 mod tls;
+mod waiter_injection;

@@ -1,0 +1,618 @@
+//! Drain wait (opt-in): instead of sleeping a fixed `S`, a container's preStop runs
+//! `gracegate-wait`, which ends when gracegate says the pod's targets have left the load
+//! balancer, or at its deadline `S`. What the webhook adds for it: an init container that
+//! copies the waiter into an `emptyDir`, that volume read-only in each waiting container, the
+//! pod's name, namespace and UID as env, and the `exec` preStop.
+//!
+//! An `exec` hook runs with no timeout of its own, bounded only by the grace period the
+//! termination started with (kubernetes/kubernetes `pkg/kubelet/lifecycle/handlers.go`, and
+//! `executePreStopHook` in `pkg/kubelet/kuberuntime/kuberuntime_container.go`), so the waiter
+//! keeps its own deadline `S` and `T` stays `S` + budget.
+//!
+//! Pure, like the rest of [`crate::inject`]: it only adds, and planning again on the patched
+//! pod adds nothing.
+
+use std::collections::BTreeMap;
+
+use json_patch::jsonptr::PointerBuf;
+use json_patch::{AddOperation, PatchOperation};
+use k8s_openapi::api::core::v1::LifecycleHandler;
+use serde_json::{Value, json};
+
+use super::pod::{ContainerView, PodSpecView};
+use crate::timing::{self, Evidence, PrestopSource, Timing, TimingSettings};
+
+/// `gracegate.io/drain: "wait" | "sleep"` on a pod or its namespace; the pod's value wins.
+pub const ANNOTATION_DRAIN: &str = "gracegate.io/drain";
+/// The init container and the volume it fills.
+pub const WAITER_NAME: &str = "gracegate-waiter";
+/// Where the volume is mounted, in the init container (read-write) and the waiting containers.
+pub const MOUNT_PATH: &str = "/.gracegate";
+/// The waiter as the waiting containers run it.
+pub const WAITER_PATH: &str = "/.gracegate/gracegate-wait";
+/// The waiter in gracegate's image (the Dockerfile puts it there).
+pub const IMAGE_WAITER_PATH: &str = "/usr/local/bin/gracegate-wait";
+/// The pod's own identity, from the downward API: what the waiter asks about.
+pub const ENV_VARS: [(&str, &str); 3] = [
+    ("GRACEGATE_POD_NAME", "metadata.name"),
+    ("GRACEGATE_POD_NAMESPACE", "metadata.namespace"),
+    ("GRACEGATE_POD_UID", "metadata.uid"),
+];
+/// The URL the shipped manifests serve the answer at: the webhook's Service, port 443.
+pub const DEFAULT_URL: &str = "https://gracegate.gracegate-system.svc";
+/// The waiter's deadline, `S`, unless an annotation says otherwise.
+pub const DEFAULT_MAX_SECONDS: u32 = 300;
+/// gracegate's own image at the running version: it carries the waiter.
+pub const DEFAULT_IMAGE: &str = concat!("ghcr.io/gracegate/gracegate:", env!("CARGO_PKG_VERSION"));
+/// Largest `--drain-wait-max-seconds`: an hour of lingering is already a misconfiguration.
+pub const MAX_MAX_SECONDS: u32 = 3600;
+
+/// How a terminating pod waits for the load balancer.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum DrainMode {
+    /// A preStop sleep of `S`, sized by the timing rule.
+    #[default]
+    Sleep,
+    /// The waiter: ends when the pod's targets have left, at the latest after `S`.
+    Wait,
+}
+
+impl DrainMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DrainMode::Sleep => "sleep",
+            DrainMode::Wait => "wait",
+        }
+    }
+}
+
+/// The drain wait's settings; `ca_pem` is read by the shell (`--drain-wait-ca`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DrainSettings {
+    /// The cluster's default (`--drain-mode`); annotations override it.
+    pub mode: DrainMode,
+    /// What waiters call (`--drain-wait-url`).
+    pub url: String,
+    /// The CA bundle waiters verify gracegate's certificate with; `None` when it could not be
+    /// read: opted-in pods then sleep, with a warning.
+    pub ca_pem: Option<String>,
+    /// `S` in wait mode and the waiter's deadline (`--drain-wait-max-seconds`).
+    pub max_seconds: u32,
+    /// The init container's image (`--waiter-image`).
+    pub image: String,
+}
+
+impl Default for DrainSettings {
+    fn default() -> Self {
+        DrainSettings {
+            mode: DrainMode::Sleep,
+            url: DEFAULT_URL.to_string(),
+            ca_pem: None,
+            max_seconds: DEFAULT_MAX_SECONDS,
+            image: DEFAULT_IMAGE.to_string(),
+        }
+    }
+}
+
+impl DrainSettings {
+    /// Contradictions in the flags, named; the CA is checked where it is read.
+    pub fn check(&self) -> Result<(), String> {
+        let host = self
+            .url
+            .strip_prefix("https://")
+            .map(|rest| rest.split(['/', ':']).next().unwrap_or_default());
+        if host.is_none_or(str::is_empty) {
+            return Err(format!(
+                "--drain-wait-url {:?} must be an https:// URL with a host (waiters only speak TLS)",
+                self.url
+            ));
+        }
+        if self.max_seconds == 0 || self.max_seconds > MAX_MAX_SECONDS {
+            return Err(format!(
+                "--drain-wait-max-seconds {} must be between 1 and {MAX_MAX_SECONDS}",
+                self.max_seconds
+            ));
+        }
+        if self.image.trim().is_empty() {
+            return Err("--waiter-image must name an image".to_string());
+        }
+        Ok(())
+    }
+}
+
+/// Whether a PEM bundle holds at least one certificate: what `--drain-wait-ca` must give.
+pub fn has_certificate(pem: &str) -> bool {
+    pem.contains("-----BEGIN CERTIFICATE-----")
+}
+
+/// The pod's mode: the pod's annotation, else the namespace's, else the flag. A value other
+/// than `wait` or `sleep` is a warning and falls through to the next.
+pub fn mode(
+    pod: Option<&BTreeMap<String, String>>,
+    namespace: Option<&BTreeMap<String, String>>,
+    default: DrainMode,
+    warnings: &mut Vec<String>,
+) -> DrainMode {
+    for (scope, annotations) in [("pod", pod), ("namespace", namespace)] {
+        match annotations
+            .and_then(|a| a.get(ANNOTATION_DRAIN))
+            .map(|v| v.trim())
+        {
+            None => {}
+            Some("wait") => return DrainMode::Wait,
+            Some("sleep") => return DrainMode::Sleep,
+            Some(other) => warnings.push(format!(
+                "gracegate: {scope} annotation {ANNOTATION_DRAIN}={other:?} is neither \"wait\" \
+                 nor \"sleep\"; ignored"
+            )),
+        }
+    }
+    default
+}
+
+/// `S` and `T` in wait mode: a `gracegate.io/prestop-seconds` annotation still sets `S` (the
+/// deadline; `0`: no preStop), else `--drain-wait-max-seconds`. The load balancer's side no
+/// longer sizes `S` (the wait ends when it is done), but a deadline shorter than what it says it
+/// needs is a warning.
+pub fn timing(
+    settings: &TimingSettings,
+    drain: &DrainSettings,
+    evidence: &Evidence,
+    pod: Option<&BTreeMap<String, String>>,
+    namespace: Option<&BTreeMap<String, String>>,
+) -> Timing {
+    let mut t = timing::timing(settings, &Evidence::default(), pod, namespace);
+    if t.prestop_source == PrestopSource::Default {
+        t.prestop_seconds = drain.max_seconds;
+        t.prestop_source = PrestopSource::DrainWait;
+    }
+    if t.prestop_seconds > 0
+        && let Some((wanted, source)) = timing::wanted_prestop(settings, evidence)
+        && wanted > t.prestop_seconds
+    {
+        t.warnings.push(format!(
+            "gracegate: {} needs up to {wanted}s, but the drain wait ends at {}s ({}): pods \
+             may stop while their target is still routed",
+            timing::describe(&source),
+            t.prestop_seconds,
+            if t.prestop_source == PrestopSource::DrainWait {
+                "--drain-wait-max-seconds"
+            } else {
+                timing::ANNOTATION_PRESTOP_SECONDS
+            }
+        ));
+    }
+    t
+}
+
+/// Whether a preStop is the waiter's: an `exec` of [`WAITER_PATH`].
+pub fn is_waiter(handler: &LifecycleHandler) -> bool {
+    handler
+        .exec
+        .as_ref()
+        .and_then(|e| e.command.as_ref())
+        .and_then(|c| c.first())
+        .is_some_and(|c| c == WAITER_PATH)
+}
+
+/// How an item goes into a list of the pod: the list is missing, or append (`-`) / insert.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ListAdd {
+    /// The list is missing: add it with the item.
+    List,
+    /// Add the item to the list.
+    Item,
+}
+
+/// What one waiting container lacks.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ContainerAdd {
+    /// Index into `spec.containers`.
+    pub index: usize,
+    pub mount: Option<ListAdd>,
+    /// The env vars of [`ENV_VARS`] it does not set, and how they go in.
+    pub env: Vec<&'static str>,
+    pub env_list: ListAdd,
+}
+
+/// What the pod lacks for its waiting containers.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct WaiterAdd {
+    pub init: Option<ListAdd>,
+    pub volume: Option<ListAdd>,
+    pub containers: Vec<ContainerAdd>,
+    /// The preStop command: waiter, URL, deadline, CA.
+    pub command: Vec<String>,
+    pub image: String,
+}
+
+/// What `spec` lacks for the waiter in the containers at `waiting` (indexes into
+/// `spec.containers`): those that get the waiter's preStop now and those that already run it.
+/// `Err` is a warning: something of the pod's own is in the way, and the pod sleeps instead.
+pub fn plan(
+    spec: &PodSpecView,
+    waiting: &[usize],
+    seconds: u32,
+    drain: &DrainSettings,
+) -> Result<Option<WaiterAdd>, String> {
+    if waiting.is_empty() {
+        return Ok(None);
+    }
+    let Some(ca) = drain.ca_pem.as_deref() else {
+        return Err(
+            "gracegate: no CA bundle for waiters (--drain-wait-ca could not be read), so no drain \
+             wait: the preStop sleeps instead"
+                .to_string(),
+        );
+    };
+    if spec.os.as_ref().is_some_and(|os| os.name == "windows") {
+        return Err(
+            "gracegate: a Windows pod cannot run the drain-wait waiter; the preStop sleeps instead"
+                .to_string(),
+        );
+    }
+    let volume = spec
+        .volumes
+        .iter()
+        .flatten()
+        .find(|v| v.name == WAITER_NAME);
+    if volume.is_some_and(|v| v.empty_dir.is_none()) {
+        return Err(format!(
+            "gracegate: the pod has a volume {WAITER_NAME} that is not an emptyDir; no drain wait, \
+             the preStop sleeps instead"
+        ));
+    }
+    let mut containers = Vec::new();
+    for &index in waiting {
+        let Some(c) = spec.containers.get(index) else {
+            continue;
+        };
+        let mounts = c.volume_mounts.as_deref().unwrap_or_default();
+        let ours = mounts
+            .iter()
+            .any(|m| m.name == WAITER_NAME && m.mount_path == MOUNT_PATH);
+        if !ours && mounts.iter().any(|m| is_under(&m.mount_path)) {
+            return Err(format!(
+                "gracegate: container {} already mounts something at {MOUNT_PATH}; no drain wait, \
+                 the preStop sleeps instead",
+                c.name
+            ));
+        }
+        let add = container_add(index, c, ours);
+        if add.mount.is_some() || !add.env.is_empty() {
+            containers.push(add);
+        }
+    }
+    let has_init = spec
+        .init_containers
+        .iter()
+        .flatten()
+        .any(|c| c.name == WAITER_NAME);
+    let list = |present: bool| {
+        if present {
+            ListAdd::Item
+        } else {
+            ListAdd::List
+        }
+    };
+    Ok(Some(WaiterAdd {
+        init: (!has_init).then(|| list(spec.init_containers.is_some())),
+        volume: volume.is_none().then(|| list(spec.volumes.is_some())),
+        containers,
+        command: command(&drain.url, seconds, ca),
+        image: drain.image.clone(),
+    }))
+}
+
+fn is_under(path: &str) -> bool {
+    let path = path.trim_end_matches('/');
+    path == MOUNT_PATH || path.starts_with("/.gracegate/")
+}
+
+fn container_add(index: usize, c: &ContainerView, mounted: bool) -> ContainerAdd {
+    let env = ENV_VARS
+        .iter()
+        .map(|(name, _)| *name)
+        .filter(|name| !c.env.iter().flatten().any(|e| e.name == *name))
+        .collect();
+    ContainerAdd {
+        index,
+        mount: (!mounted).then(|| {
+            if c.volume_mounts.is_some() {
+                ListAdd::Item
+            } else {
+                ListAdd::List
+            }
+        }),
+        env,
+        env_list: if c.env.is_some() {
+            ListAdd::Item
+        } else {
+            ListAdd::List
+        },
+    }
+}
+
+/// The preStop command. The CA goes inline: the waiter reads nothing from the image it lands
+/// in but its own executable.
+pub fn command(url: &str, seconds: u32, ca_pem: &str) -> Vec<String> {
+    [
+        WAITER_PATH,
+        "wait",
+        "--url",
+        url,
+        "--max-seconds",
+        &seconds.to_string(),
+        "--ca",
+        ca_pem,
+    ]
+    .map(str::to_string)
+    .to_vec()
+}
+
+// === impl WaiterAdd ===
+
+impl WaiterAdd {
+    /// Nothing to add: the pod has all of it (a second review).
+    pub fn is_empty(&self) -> bool {
+        self.init.is_none() && self.volume.is_none() && self.containers.is_empty()
+    }
+
+    /// The preStop handler of a waiting container.
+    pub fn handler(&self) -> Value {
+        json!({ "exec": { "command": self.command } })
+    }
+
+    /// The operations that add the init container, the volume, and each container's mount
+    /// and env. The init container goes first: it must have run before any other init
+    /// container (a native sidecar among them) can be stopped.
+    pub fn ops(&self, ops: &mut Vec<PatchOperation>) {
+        match self.init {
+            Some(ListAdd::List) => ops.push(add(
+                &["spec", "initContainers"],
+                json!([self.init_container()]),
+            )),
+            Some(ListAdd::Item) => {
+                ops.push(add(&["spec", "initContainers", "0"], self.init_container()))
+            }
+            None => {}
+        }
+        let volume = json!({ "name": WAITER_NAME, "emptyDir": { "sizeLimit": "16Mi" } });
+        match self.volume {
+            Some(ListAdd::List) => ops.push(add(&["spec", "volumes"], json!([volume]))),
+            Some(ListAdd::Item) => ops.push(add(&["spec", "volumes", "-"], volume)),
+            None => {}
+        }
+        for c in &self.containers {
+            let index = c.index.to_string();
+            let mount = json!({ "name": WAITER_NAME, "mountPath": MOUNT_PATH, "readOnly": true });
+            match c.mount {
+                Some(ListAdd::List) => ops.push(add(
+                    &["spec", "containers", &index, "volumeMounts"],
+                    json!([mount]),
+                )),
+                Some(ListAdd::Item) => ops.push(add(
+                    &["spec", "containers", &index, "volumeMounts", "-"],
+                    mount,
+                )),
+                None => {}
+            }
+            let vars: Vec<Value> = c
+                .env
+                .iter()
+                .map(|name| {
+                    let path = ENV_VARS.iter().find(|(n, _)| n == name).map_or("", |v| v.1);
+                    json!({ "name": name, "valueFrom": { "fieldRef": { "fieldPath": path } } })
+                })
+                .collect();
+            match (c.env_list, vars.is_empty()) {
+                (_, true) => {}
+                (ListAdd::List, false) => ops.push(add(
+                    &["spec", "containers", &index, "env"],
+                    Value::Array(vars),
+                )),
+                (ListAdd::Item, false) => ops.extend(
+                    vars.into_iter()
+                        .map(|v| add(&["spec", "containers", &index, "env", "-"], v)),
+                ),
+            }
+        }
+    }
+
+    /// Copies the waiter into the volume and ends. Its security context passes the Pod
+    /// Security `restricted` profile on its own, and requests equal limits, so it neither
+    /// breaks a LimitRange or ResourceQuota nor lowers a `Guaranteed` pod's QoS class.
+    fn init_container(&self) -> Value {
+        json!({
+            "name": WAITER_NAME,
+            "image": self.image,
+            "imagePullPolicy": "IfNotPresent",
+            "command": [IMAGE_WAITER_PATH, "install", WAITER_PATH],
+            "volumeMounts": [{ "name": WAITER_NAME, "mountPath": MOUNT_PATH }],
+            "resources": {
+                "requests": { "cpu": "20m", "memory": "16Mi" },
+                "limits": { "cpu": "20m", "memory": "16Mi" },
+            },
+            "securityContext": {
+                "runAsNonRoot": true,
+                "runAsUser": 65532,
+                "runAsGroup": 65532,
+                "allowPrivilegeEscalation": false,
+                "readOnlyRootFilesystem": true,
+                "capabilities": { "drop": ["ALL"] },
+                "seccompProfile": { "type": "RuntimeDefault" },
+            },
+            "terminationMessagePolicy": "FallbackToLogsOnError",
+        })
+    }
+}
+
+fn add(path: &[&str], value: Value) -> PatchOperation {
+    PatchOperation::Add(AddOperation {
+        path: PointerBuf::from_tokens(path.iter().copied()),
+        value,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::inject::{MountView, Named, VolumeView};
+    use rstest::rstest;
+
+    fn map(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[rstest]
+    #[case::flag_only(None, None, DrainMode::Wait, DrainMode::Wait, 0)]
+    #[case::pod_wait(Some("wait"), None, DrainMode::Sleep, DrainMode::Wait, 0)]
+    #[case::namespace_wait(None, Some("wait"), DrainMode::Sleep, DrainMode::Wait, 0)]
+    #[case::pod_beats_namespace(Some("sleep"), Some("wait"), DrainMode::Wait, DrainMode::Sleep, 0)]
+    #[case::spaces(Some(" wait "), None, DrainMode::Sleep, DrainMode::Wait, 0)]
+    #[case::bad_pod_falls_to_namespace(
+        Some("yes"),
+        Some("wait"),
+        DrainMode::Sleep,
+        DrainMode::Wait,
+        1
+    )]
+    #[case::bad_both_fall_to_flag(Some("Wait"), Some("1"), DrainMode::Sleep, DrainMode::Sleep, 2)]
+    fn the_mode(
+        #[case] pod: Option<&str>,
+        #[case] namespace: Option<&str>,
+        #[case] flag: DrainMode,
+        #[case] want: DrainMode,
+        #[case] warnings: usize,
+    ) {
+        let pod = pod.map(|v| map(&[(ANNOTATION_DRAIN, v)]));
+        let namespace = namespace.map(|v| map(&[(ANNOTATION_DRAIN, v)]));
+        let mut got = Vec::new();
+        assert_eq!(mode(pod.as_ref(), namespace.as_ref(), flag, &mut got), want);
+        assert_eq!(got.len(), warnings, "{got:?}");
+    }
+
+    #[rstest]
+    #[case::defaults(DEFAULT_URL, 300, DEFAULT_IMAGE, true)]
+    #[case::with_port_and_path("https://gg.example:8443/prefix", 60, "img", true)]
+    #[case::plain_http("http://gracegate.gracegate-system.svc", 300, "img", false)]
+    #[case::no_host("https://", 300, "img", false)]
+    #[case::no_host_port("https://:443", 300, "img", false)]
+    #[case::zero_deadline(DEFAULT_URL, 0, "img", false)]
+    #[case::over_an_hour(DEFAULT_URL, 3601, "img", false)]
+    #[case::no_image(DEFAULT_URL, 300, " ", false)]
+    fn the_flags_are_checked(
+        #[case] url: &str,
+        #[case] max_seconds: u32,
+        #[case] image: &str,
+        #[case] ok: bool,
+    ) {
+        let settings = DrainSettings {
+            url: url.into(),
+            max_seconds,
+            image: image.into(),
+            ..DrainSettings::default()
+        };
+        assert_eq!(settings.check().is_ok(), ok, "{:?}", settings.check());
+    }
+
+    #[test]
+    fn the_default_image_is_this_version() {
+        assert!(DEFAULT_IMAGE.ends_with(env!("CARGO_PKG_VERSION")));
+    }
+
+    fn spec_with_mount(path: &str) -> PodSpecView {
+        PodSpecView {
+            containers: vec![ContainerView {
+                name: "app".into(),
+                volume_mounts: Some(vec![MountView {
+                    name: "data".into(),
+                    mount_path: path.into(),
+                }]),
+                ..Default::default()
+            }],
+            ..Default::default()
+        }
+    }
+
+    fn drain() -> DrainSettings {
+        DrainSettings {
+            ca_pem: Some("-----BEGIN CERTIFICATE-----\n".into()),
+            ..DrainSettings::default()
+        }
+    }
+
+    #[rstest]
+    #[case::other_path("/data", true)]
+    #[case::similar_name("/.gracegate-data", true)]
+    #[case::same_path("/.gracegate", false)]
+    #[case::same_path_slash("/.gracegate/", false)]
+    #[case::below("/.gracegate/bin", false)]
+    fn a_mount_in_the_way_keeps_the_waiter_out(#[case] path: &str, #[case] ok: bool) {
+        let got = plan(&spec_with_mount(path), &[0], 300, &drain());
+        assert_eq!(got.is_ok(), ok, "{got:?}");
+    }
+
+    #[test]
+    fn nothing_waits_nothing_is_planned() {
+        assert_eq!(
+            plan(&spec_with_mount("/data"), &[], 300, &drain()),
+            Ok(None)
+        );
+    }
+
+    #[test]
+    fn an_empty_dir_of_that_name_is_taken_for_ours() {
+        let mut spec = spec_with_mount("/data");
+        spec.volumes = Some(vec![VolumeView {
+            name: WAITER_NAME.into(),
+            empty_dir: Some(serde::de::IgnoredAny),
+        }]);
+        spec.init_containers = Some(vec![Named {
+            name: "other".into(),
+        }]);
+        let add = plan(&spec, &[0], 300, &drain()).unwrap().unwrap();
+        assert_eq!(add.volume, None);
+        assert_eq!(add.init, Some(ListAdd::Item));
+        assert_eq!(add.containers[0].mount, Some(ListAdd::Item));
+        assert_eq!(add.containers[0].env_list, ListAdd::List);
+        assert_eq!(add.containers[0].env.len(), 3);
+    }
+
+    #[rstest]
+    #[case::ours(&[WAITER_PATH, "wait"], true)]
+    #[case::shell(&["/bin/sh", "-c", "sleep 5"], false)]
+    #[case::empty(&[], false)]
+    fn the_waiters_prestop_is_recognised(#[case] command: &[&str], #[case] ours: bool) {
+        let handler = LifecycleHandler {
+            exec: Some(k8s_openapi::api::core::v1::ExecAction {
+                command: Some(command.iter().map(|s| s.to_string()).collect()),
+            }),
+            ..Default::default()
+        };
+        assert_eq!(is_waiter(&handler), ours);
+    }
+
+    /// A deadline below what the load balancer needs is said; S stays the deadline.
+    #[test]
+    fn a_short_deadline_is_a_warning() {
+        let evidence = Evidence {
+            delay: Some((300, crate::binding::DelaySource::TargetGroup("tg".into()))),
+            ..Evidence::default()
+        };
+        let t = timing(&TimingSettings::default(), &drain(), &evidence, None, None);
+        assert_eq!(
+            (t.prestop_seconds, t.prestop_source.as_str()),
+            (300, "drain-wait")
+        );
+        assert_eq!(t.warnings.len(), 1, "{:?}", t.warnings);
+        assert!(
+            t.warnings[0].contains("needs up to 310s"),
+            "{:?}",
+            t.warnings
+        );
+    }
+}
