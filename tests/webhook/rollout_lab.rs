@@ -199,3 +199,113 @@ fn the_lab_is_deterministic() {
         vec![1067, 0, 0, 0, 0, 0]
     );
 }
+
+// === Drain wait (issue 14) ===
+
+/// The drain wait's ceiling, `--drain-wait-max-seconds`' default: the waiter's deadline.
+const DRAIN_WAIT_MAX: u64 = 300;
+
+/// One rollout with every old pod's preStop a drain wait: the load balancer lists a draining
+/// target for 15–40 s (`routing`) and routes to it up to a second longer (its nodes learn of
+/// the deregistration after the API says so); the leader describes the target group once a
+/// second and releases a pod with gracegate's own decision; `reachable: false` is a waiter
+/// that never hears gracegate and stops at its deadline. Returns the requests lost and, per
+/// old pod, how long it served after its target was unlisted and after its deletion.
+fn drain_wait_rollout(rng: &mut Lcg, reachable: bool) -> (u64, Vec<(u64, u64)>) {
+    use gracegate::elb::{TargetGroup, TargetHealth, TargetId, TargetState};
+    use gracegate::release::{DEFAULT_SETTLE, Departing, TargetLook, decide};
+    use k8s_openapi::jiff::Timestamp;
+
+    let second = |t: u64| Timestamp::from_second(1_800_000_000 + t as i64).unwrap();
+    let draining = TargetHealth {
+        state: TargetState::Draining,
+        reason: Some("Target.DeregistrationInProgress".into()),
+        description: None,
+    };
+    // (deregistered at, unlisted at, routed until, stops at)
+    let old: Vec<(u64, u64, u64, u64)> = (0..REPLICAS)
+        .map(|i| {
+            let at = i * STEP;
+            let listed = rng.routed_for();
+            let lag = rng.routed_for() % 2;
+            let (unlisted, routed_until) = (at + listed, at + listed + lag);
+            let deadline = at + DRAIN_WAIT_MAX;
+            let mut look = TargetLook::new(
+                TargetGroup::Arn("arn:tg/k8s-nlb".into()),
+                TargetId {
+                    id: format!("10.0.0.{i}"),
+                    port: 80,
+                },
+                true,
+            );
+            let stops = (at..deadline)
+                .filter(|_| reachable)
+                .find(|&t| {
+                    look.observe((t < unlisted).then_some(&draining), second(t));
+                    let pod = Departing {
+                        terminating: true,
+                        targets: vec![look.clone()],
+                    };
+                    decide(&pod, second(t), DEFAULT_SETTLE).is_release()
+                })
+                .unwrap_or(deadline);
+            (at, unlisted, routed_until, stops)
+        })
+        .collect();
+    let end = REPLICAS * STEP + DRAIN_WAIT_MAX + 10;
+    let mut lost = 0;
+    for t in 0..end {
+        let new = (t / STEP + 1).min(REPLICAS);
+        let routed: Vec<bool> = old
+            .iter()
+            .filter(|(_, _, until, _)| t < *until)
+            .map(|(_, _, _, stops)| t >= *stops)
+            .collect();
+        let targets = new + routed.len() as u64;
+        let stopped = routed.iter().filter(|&&x| x).count() as u64;
+        lost += RATE * stopped / targets;
+    }
+    let served = old
+        .iter()
+        .map(|(at, unlisted, _, stops)| (stops - unlisted, stops - at))
+        .collect();
+    (lost, served)
+}
+
+/// Draining targets routed 15–40 s, `D` = 5: a sleep sized at admission (`D + 10` before any
+/// drain is measured, on a load balancer whose kind is not known yet) loses requests in the
+/// first rollout; a drain wait loses none from the first, and each old pod stops a few
+/// seconds after its target leaves rather than at the 300 s ceiling.
+#[test]
+fn a_drain_wait_loses_nothing_from_the_first_rollout_and_stops_pods_within_seconds() {
+    let sleeping = lost(&lab(&TimingSettings::default(), false, 1, (15, 40)));
+    assert!(sleeping[0] > 0, "a 15 s sleep loses: {sleeping:?}");
+
+    let mut rng = Lcg(17, (15, 40));
+    for rollout in 0..6 {
+        let (lost, served) = drain_wait_rollout(&mut rng, true);
+        assert_eq!(lost, 0, "rollout {rollout}: {served:?}");
+        // Settle (2 s) after the unlisting, at a tick: never the ceiling.
+        assert!(
+            served.iter().all(
+                |&(after_unlisted, after_deletion)| after_unlisted == 2 && after_deletion <= 42
+            ),
+            "rollout {rollout}: {served:?}"
+        );
+    }
+}
+
+/// gracegate unreachable: no release ever comes, and every pod waits its full `S` (the fixed
+/// sleep of today, at its longest), losing nothing.
+#[test]
+fn an_unreachable_gracegate_makes_each_wait_last_the_full_s() {
+    let mut rng = Lcg(17, (15, 40));
+    let (lost, served) = drain_wait_rollout(&mut rng, false);
+    assert_eq!(lost, 0);
+    assert!(
+        served
+            .iter()
+            .all(|&(_, after_deletion)| after_deletion == DRAIN_WAIT_MAX),
+        "{served:?}"
+    );
+}
