@@ -169,6 +169,7 @@ bench: $(BENCH_TOOLS)/bin/oha
 	$(CARGO) bench --locked --bench watcher_latency
 	$(CARGO) bench --locked --bench watcher_records
 	$(CARGO) bench --locked --bench first_review
+	$(CARGO) bench --locked --bench drain_waits
 	OHA=$(abspath $(BENCH_TOOLS))/bin/oha benches/webhook_load.sh
 
 $(BENCH_TOOLS)/bin/oha:
