@@ -80,6 +80,36 @@ fn base_renders_with_what_gracegate_needs() {
         .filter_map(|e| e["name"].as_str())
         .collect();
     assert!(env.contains(&"POD_NAMESPACE"), "{env:?}");
+    // Drain wait: the waiter's init container runs gracegate's own image, as deployed.
+    let waiter_image = container["env"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["name"] == "GRACEGATE_WAITER_IMAGE")
+        .expect("GRACEGATE_WAITER_IMAGE");
+    assert_eq!(waiter_image["value"], container["image"]);
+    // The waiters' CA bundle (--drain-wait-ca's default) is in the mounted TLS Secret.
+    let mount = container["volumeMounts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["name"] == "tls")
+        .unwrap();
+    assert_eq!(
+        format!("{}/ca.crt", mount["mountPath"].as_str().unwrap()),
+        gracegate::cli::DEFAULT_DRAIN_WAIT_CA
+    );
+    // The leader records DrainReleased (and the gate events) on pods.
+    assert!(
+        cluster_role["rules"].as_array().unwrap().iter().any(|r| {
+            r["resources"]
+                .as_array()
+                .unwrap()
+                .contains(&"events".into())
+                && r["verbs"].as_array().unwrap().contains(&"create".into())
+        }),
+        "{cluster_role}"
+    );
     let webhook = find(&docs, "MutatingWebhookConfiguration", "gracegate");
     assert_eq!(webhook["webhooks"][0]["failurePolicy"], "Ignore");
 }
@@ -129,4 +159,50 @@ fn monitoring_components_render() {
             _ => assert!(kinds.contains(&"ServiceMonitor"), "{kinds:?}"),
         }
     }
+}
+
+/// The drain-wait NetworkPolicy examples render and open the port gracegate's Service sends
+/// the waiters' asks to, and DNS for the application side.
+#[test]
+fn drain_wait_network_policies_render() {
+    let base = kustomize(&root().join("manifests/base"));
+    let service = find(&base, "Service", "gracegate");
+    let https = service["spec"]["ports"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"] == "https")
+        .unwrap();
+    assert_eq!(https["port"], 443, "--drain-wait-url's default port");
+    let deployment = find(&base, "Deployment", "gracegate");
+    let port = deployment["spec"]["template"]["spec"]["containers"][0]["ports"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"] == https["targetPort"])
+        .unwrap()["containerPort"]
+        .clone();
+
+    let docs = kustomize(&root().join("manifests/networkpolicy"));
+    let ingress = find(&docs, "NetworkPolicy", "gracegate");
+    assert_eq!(ingress["metadata"]["namespace"], "gracegate-system");
+    assert_eq!(ingress["spec"]["ingress"][0]["ports"][0]["port"], port);
+    assert!(
+        ingress["spec"]["ingress"][0].get("from").is_none(),
+        "the API server must reach it"
+    );
+    let egress = find(&docs, "NetworkPolicy", "gracegate-drain-wait");
+    let rules = egress["spec"]["egress"].as_array().unwrap();
+    assert_eq!(rules[0]["ports"][0]["port"], port);
+    assert_eq!(
+        rules[0]["to"][0]["namespaceSelector"]["matchLabels"]["kubernetes.io/metadata.name"],
+        "gracegate-system"
+    );
+    assert!(
+        rules[1]["ports"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|p| p["port"] == 53)
+    );
 }
