@@ -88,17 +88,26 @@ fn base_renders_with_what_gracegate_needs() {
         .find(|e| e["name"] == "GRACEGATE_WAITER_IMAGE")
         .expect("GRACEGATE_WAITER_IMAGE");
     assert_eq!(waiter_image["value"], container["image"]);
-    // The waiters' CA bundle (--drain-wait-ca's default) is in the mounted TLS Secret.
+    // The waiters' CA bundle (--drain-wait-ca's default: ca.crt beside --tls-cert) is in the
+    // mounted TLS Secret: the Deployment mounts the whole Secret where --tls-cert points.
     let mount = container["volumeMounts"]
         .as_array()
         .unwrap()
         .iter()
         .find(|m| m["name"] == "tls")
         .unwrap();
-    assert_eq!(
-        format!("{}/ca.crt", mount["mountPath"].as_str().unwrap()),
-        gracegate::cli::DEFAULT_DRAIN_WAIT_CA
+    let tls_cert = format!(
+        "--tls-cert={}/tls.crt",
+        mount["mountPath"].as_str().unwrap()
     );
+    assert!(
+        container["args"]
+            .as_array()
+            .unwrap()
+            .contains(&tls_cert.into()),
+        "{container}"
+    );
+    assert!(mount.get("subPath").is_none(), "{mount}");
     // The leader records DrainReleased (and the gate events) on pods.
     assert!(
         cluster_role["rules"].as_array().unwrap().iter().any(|r| {
