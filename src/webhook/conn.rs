@@ -21,7 +21,8 @@
 //!   for its whole `timeoutSeconds`. Either way the API server fails open (`failurePolicy:
 //!   Ignore`); a reset does it at once.
 //! * **In-flight cap**: at most [`Limits::max_in_flight`] requests between their headers and
-//!   their answer per port; one more is answered 503 at once ([`in_flight`]). With the body
+//!   their answer per port (on the HTTPS port, reviews: `/mutate` applies the cap and the
+//!   body timeout itself); one more is answered 503 at once ([`in_flight`]). With the body
 //!   limit it bounds the memory bodies can take: `max_in_flight × max_body_bytes`.
 //! * **Body limit**: [`Limits::max_body_bytes`] (3 MiB, the API server's own request limit),
 //!   enforced by the router: a larger `Content-Length` is refused unread, a chunked or
@@ -47,7 +48,7 @@ use axum_server::accept::Accept;
 use prometheus_client::metrics::gauge::Gauge;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, SemaphorePermit};
 use tokio::time::{Instant, Sleep};
 use tracing::{info, warn};
 
@@ -332,7 +333,19 @@ pub async fn request_timeout(
 ) -> Response {
     let shutdown = request.extensions().get::<ConnectionShutdown>().cloned();
     let path = request.uri().path().to_string();
-    match tokio::time::timeout(limit.timeout, next.run(request)).await {
+    within_body_timeout(&limit, &path, shutdown, next.run(request)).await
+}
+
+/// `answer` if it is ready within the body timeout; else 408, and the connection (when
+/// `shutdown` is given) is closed. What [`request_timeout`] does, for a handler that applies
+/// the limit itself.
+pub async fn within_body_timeout(
+    limit: &BodyLimit,
+    path: &str,
+    shutdown: Option<ConnectionShutdown>,
+    answer: impl Future<Output = Response>,
+) -> Response {
+    match tokio::time::timeout(limit.timeout, answer).await {
         Ok(response) => response,
         Err(_) => {
             if let Some(metrics) = &limit.metrics {
@@ -376,43 +389,62 @@ impl InFlight {
             metrics,
         }
     }
+
+    /// A place for one request to `path`, held until the permit is dropped; `None` at the
+    /// cap (counted, and logged once per episode of refusals).
+    pub fn admit(&self, path: &str) -> Option<SemaphorePermit<'_>> {
+        match self.permits.try_acquire() {
+            Ok(permit) => {
+                // Read first: the flag's cache line is only written after a refusal.
+                if self.saturated.load(Ordering::Relaxed) {
+                    self.saturated.store(false, Ordering::Relaxed);
+                }
+                Some(permit)
+            }
+            Err(_) => {
+                if let Some(metrics) = &self.metrics {
+                    metrics.refused(RefusedLabels::IN_FLIGHT);
+                }
+                if !self.saturated.swap(true, Ordering::Relaxed) {
+                    warn!(
+                        max_in_flight = self.max, %path,
+                        "in-flight cap reached: requests are answered 503 until some finish"
+                    );
+                }
+                None
+            }
+        }
+    }
 }
 
 /// Middleware: a request beyond [`Limits::max_in_flight`] is answered 503 at once, with
 /// `Retry-After: 1`, without its body being read. The API server fails open on a 503
 /// (`failurePolicy: Ignore`) and says why in its log; the pod is never blocked.
 pub async fn in_flight(State(cap): State<InFlight>, request: Request, next: Next) -> Response {
-    match cap.permits.clone().try_acquire_owned() {
-        Ok(permit) => {
-            cap.saturated.store(false, Ordering::Relaxed);
+    match cap.admit(request.uri().path()) {
+        Some(permit) => {
             let response = next.run(request).await;
             drop(permit);
             response
         }
-        Err(_) => {
-            if let Some(metrics) = &cap.metrics {
-                metrics.refused(RefusedLabels::IN_FLIGHT);
-            }
-            if !cap.saturated.swap(true, Ordering::Relaxed) {
-                warn!(
-                    max_in_flight = cap.max, path = %request.uri().path(),
-                    "in-flight cap reached: requests are answered 503 until some finish"
-                );
-            }
-            let mut response = (
-                StatusCode::SERVICE_UNAVAILABLE,
-                format!(
-                    "gracegate: over {} requests in flight (--max-in-flight); try again\n",
-                    cap.max
-                ),
-            )
-                .into_response();
-            response
-                .headers_mut()
-                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
-            response
-        }
+        None => in_flight_refusal(&cap),
     }
+}
+
+/// The 503 for a request over the in-flight cap.
+pub fn in_flight_refusal(cap: &InFlight) -> Response {
+    let mut response = (
+        StatusCode::SERVICE_UNAVAILABLE,
+        format!(
+            "gracegate: over {} requests in flight (--max-in-flight); try again\n",
+            cap.max
+        ),
+    )
+        .into_response();
+    response
+        .headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+    response
 }
 
 /// Raise this process's soft limit on open files to its hard limit, as Go programs do at

@@ -78,14 +78,38 @@ pub fn router(context: Context) -> Router {
 
 /// `POST /mutate`, bodies up to `max_body_bytes` (`--max-body-bytes`).
 pub fn router_with_body_limit(context: Context, max_body_bytes: usize) -> Router {
-    Router::new()
-        .route(
-            "/mutate",
-            post(move |State(context): State<Context>, request: Request| {
-                mutate(context, max_body_bytes, request)
-            }),
-        )
-        .with_state(context)
+    router_with_limits(context, max_body_bytes, None)
+}
+
+/// The limits a review runs under on the HTTPS port: the in-flight cap, then the body
+/// timeout (see [`conn`]). They are applied in `/mutate`'s handler, not as router-wide
+/// middleware, where each would box the request's future and clone its state per request.
+#[derive(Clone)]
+pub struct ReviewLimits {
+    pub in_flight: conn::InFlight,
+    pub body: conn::BodyLimit,
+}
+
+/// `POST /mutate`, bodies up to `max_body_bytes`, under `limits` when given.
+pub fn router_with_limits(
+    context: Context,
+    max_body_bytes: usize,
+    limits: Option<ReviewLimits>,
+) -> Router {
+    // One `Arc` for everything a review reads: each request clones it once, not the
+    // context's dozen handles.
+    let shared = Arc::new(Mutate {
+        context,
+        max_body_bytes,
+        limits,
+    });
+    Router::new().route(
+        "/mutate",
+        post(move |request: Request| {
+            let shared = shared.clone();
+            async move { shared.serve(request).await }
+        }),
+    )
 }
 
 /// `/livez`, `/readyz`, `/metrics`, served in plain HTTP on the admin port.
@@ -97,7 +121,36 @@ pub fn admin_router(context: Context) -> Router {
         .with_state(context)
 }
 
-async fn mutate(context: Context, max_body_bytes: usize, request: Request) -> Response {
+/// What `/mutate`'s handler shares across requests.
+struct Mutate {
+    context: Context,
+    max_body_bytes: usize,
+    limits: Option<ReviewLimits>,
+}
+
+impl Mutate {
+    async fn serve(&self, mut request: Request) -> Response {
+        let Some(limits) = &self.limits else {
+            return mutate(&self.context, self.max_body_bytes, request).await;
+        };
+        let Some(_permit) = limits.in_flight.admit(request.uri().path()) else {
+            return conn::in_flight_refusal(&limits.in_flight);
+        };
+        // Taken, not cloned: nothing after this handler reads it.
+        let shutdown = request
+            .extensions_mut()
+            .remove::<axum_server::ConnectionShutdown>();
+        conn::within_body_timeout(
+            &limits.body,
+            "/mutate",
+            shutdown,
+            mutate(&self.context, self.max_body_bytes, request),
+        )
+        .await
+    }
+}
+
+async fn mutate(context: &Context, max_body_bytes: usize, request: Request) -> Response {
     let start = Instant::now();
     let http1 = request.version() < Version::HTTP_2;
     let announced = request
@@ -110,7 +163,7 @@ async fn mutate(context: Context, max_body_bytes: usize, request: Request) -> Re
             received: 0,
             announced: Some(length),
         }),
-        _ => read_body(request.into_body(), max_body_bytes).await,
+        _ => read_body(request.into_body(), max_body_bytes, announced).await,
     };
     let body = match body {
         Ok(body) => body,
@@ -175,7 +228,7 @@ async fn mutate(context: Context, max_body_bytes: usize, request: Request) -> Re
                 Outcome::Unchanged => log_review!(debug),
                 _ => log_review!(info),
             }
-            axum::Json(reviewed.review).into_response()
+            json_response(reviewed.review.to_json())
         }
         Err(bad) => {
             context.metrics.admission(Outcome::Rejected, seconds);
@@ -185,7 +238,19 @@ async fn mutate(context: Context, max_body_bytes: usize, request: Request) -> Re
     }
 }
 
-enum BodyError {
+/// A 200 with a JSON body, as `axum::Json` answers.
+fn json_response(body: Vec<u8>) -> Response {
+    let mut response = Response::new(Body::from(body));
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    response
+}
+
+/// Why a body was not read.
+pub enum BodyError {
+    /// Over the limit: `received` bytes when reading stopped, or the `Content-Length`.
     TooLarge {
         received: usize,
         announced: Option<u64>,
@@ -194,21 +259,50 @@ enum BodyError {
 }
 
 /// The whole body, up to `limit` bytes; reading stops at the chunk that passes the limit.
-async fn read_body(body: Body, limit: usize) -> Result<Bytes, BodyError> {
-    use futures::StreamExt;
-    let mut stream = body.into_data_stream();
-    let mut buf = Vec::new();
-    while let Some(chunk) = stream.next().await {
-        let chunk = chunk.map_err(BodyError::Read)?;
-        if buf.len() + chunk.len() > limit {
+///
+/// A body that arrives as one frame (a review of a few KiB over HTTP/1.1 usually does) is
+/// kept as that frame, uncopied. Otherwise the frames go into one buffer, sized up front
+/// from `announced` (already checked against `limit`) when the client said it.
+pub async fn read_body(
+    body: Body,
+    limit: usize,
+    announced: Option<u64>,
+) -> Result<Bytes, BodyError> {
+    use axum::body::HttpBody;
+    let mut body = body;
+    let mut first: Option<Bytes> = None;
+    let mut rest: Option<Vec<u8>> = None;
+    let mut received = 0usize;
+    while let Some(frame) =
+        std::future::poll_fn(|cx| std::pin::Pin::new(&mut body).poll_frame(cx)).await
+    {
+        let Ok(chunk) = frame.map_err(BodyError::Read)?.into_data() else {
+            continue; // trailers
+        };
+        if received + chunk.len() > limit {
             return Err(BodyError::TooLarge {
-                received: buf.len() + chunk.len(),
+                received: received + chunk.len(),
                 announced: None,
             });
         }
-        buf.extend_from_slice(&chunk);
+        received += chunk.len();
+        if let Some(buf) = &mut rest {
+            buf.extend_from_slice(&chunk);
+        } else if let Some(head) = first.take() {
+            let expected = announced.map_or(0, |n| n as usize);
+            let mut buf = Vec::with_capacity(expected.max(received));
+            buf.extend_from_slice(&head);
+            buf.extend_from_slice(&chunk);
+            rest = Some(buf);
+        } else {
+            first = Some(chunk);
+        }
     }
-    Ok(Bytes::from(buf))
+    Ok(match (rest, first) {
+        (Some(buf), _) => Bytes::from(buf),
+        (None, Some(only)) => only,
+        (None, None) => Bytes::new(),
+    })
 }
 
 async fn readyz(State(context): State<Context>) -> Response {

@@ -5,10 +5,11 @@
 //! warning where the user can do something about it. Only a body that is not an
 //! AdmissionReview at all gets an error (HTTP 400), since there is no uid to answer.
 
+use std::borrow::Cow;
+
 use base64::Engine;
 use kube::core::DynamicObject;
 use kube::core::admission::{AdmissionRequest, AdmissionReview, Operation};
-use kube::core::gvk::GroupVersionKind;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
@@ -16,25 +17,25 @@ use crate::inject::{self, Plan, PodView, Settings, Skip};
 use crate::metrics::Outcome;
 use crate::objects::NamespaceObjects;
 
-/// The answer to one review.
+/// The answer to one review; its strings borrow from the review's body where they can.
 #[derive(Debug)]
-pub struct Reviewed {
+pub struct Reviewed<'a> {
     /// The `AdmissionReview` to send back.
-    pub review: ResponseReview,
+    pub review: ResponseReview<'a>,
     pub outcome: Outcome,
     /// For the log line.
-    pub summary: Summary,
+    pub summary: Summary<'a>,
 }
 
 /// What a log line says about a review.
 #[derive(Debug, Default)]
-pub struct Summary {
-    pub uid: String,
+pub struct Summary<'a> {
+    pub uid: Cow<'a, str>,
     /// The reviewed object's kind (`Pod`, or what a misconfigured registration sends).
-    pub kind: String,
-    pub namespace: String,
+    pub kind: Cow<'a, str>,
+    pub namespace: Cow<'a, str>,
     /// The object's name (a pod's `generateName*` when it has no name yet).
-    pub pod: String,
+    pub pod: Cow<'a, str>,
     pub dry_run: bool,
     pub gates: usize,
     pub prestops: usize,
@@ -53,16 +54,16 @@ pub struct Summary {
 pub struct BadReview(pub String);
 
 /// Answer an AdmissionReview body. `objects` gives the cluster objects of a namespace.
-pub fn review(
-    body: &[u8],
+pub fn review<'a>(
+    body: &'a [u8],
     settings: &Settings,
     objects: impl FnOnce(&str) -> NamespaceObjects,
-) -> Result<Reviewed, BadReview> {
-    match serde_json::from_slice::<PodReview>(body) {
+) -> Result<Reviewed<'a>, BadReview> {
+    match parse(body) {
         Ok(PodReview {
             api_version,
             request: Some(request),
-        }) => Ok(review_pod(&api_version, request, settings, objects)),
+        }) => Ok(review_pod(api_version, request, settings, objects)),
         Ok(PodReview { request: None, .. }) => {
             Err(BadReview("AdmissionReview has no request".into()))
         }
@@ -70,25 +71,35 @@ pub fn review(
     }
 }
 
-/// An AdmissionReview of a pod, reduced to what gracegate reads (see [`PodView`]); the
-/// fields keep kube-core's types.
+/// The first step of [`review`]: the body read as an AdmissionReview of a pod (for the
+/// benchmarks of the steps).
+pub fn parse(body: &[u8]) -> Result<PodReview<'_>, serde_json::Error> {
+    serde_json::from_slice(body)
+}
+
+/// An AdmissionReview of a pod, reduced to what gracegate reads (see [`PodView`]). Its
+/// strings borrow from the body (they are copied only when they hold an escape); they read
+/// as kube-core's `AdmissionRequest` and `GroupVersionKind` do, with the same errors.
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase")]
-struct PodReview {
-    #[serde(default)]
-    api_version: String,
-    request: Option<PodRequest>,
+pub struct PodReview<'a> {
+    #[serde(default, borrow)]
+    api_version: Cow<'a, str>,
+    #[serde(borrow)]
+    request: Option<PodRequest<'a>>,
 }
 
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase")]
-struct PodRequest {
-    uid: String,
-    kind: GroupVersionKind,
-    #[serde(default)]
-    sub_resource: Option<String>,
-    #[serde(default)]
-    namespace: Option<String>,
+struct PodRequest<'a> {
+    #[serde(borrow)]
+    uid: Cow<'a, str>,
+    #[serde(borrow)]
+    kind: Gvk<'a>,
+    #[serde(default, borrow)]
+    sub_resource: Option<Cow<'a, str>>,
+    #[serde(default, borrow)]
+    namespace: Option<Cow<'a, str>>,
     operation: Operation,
     #[serde(default)]
     dry_run: bool,
@@ -96,14 +107,28 @@ struct PodRequest {
     object: Option<PodView>,
 }
 
+/// kube-core's `GroupVersionKind`, borrowed.
+#[derive(Debug, Deserialize)]
+struct Gvk<'a> {
+    #[serde(borrow)]
+    group: Cow<'a, str>,
+    #[serde(borrow)]
+    version: Cow<'a, str>,
+    #[serde(borrow)]
+    kind: Cow<'a, str>,
+}
+
 /// The AdmissionReview sent back. kube-core has an `AdmissionResponse`, but it writes `patch`
 /// as a JSON array of numbers; the API's wire form is a base64 string (Go's `[]byte`), which
 /// is what every API server documents and a third of the size. gracegate never denies, so the
 /// response needs no `status`.
+///
+/// Serialised with serde or, by the webhook, with [`ResponseReview::to_json`]: the same bytes
+/// written straight into one buffer.
 #[derive(Debug, Serialize)]
 #[serde(rename_all = "camelCase")]
-pub struct ResponseReview {
-    pub api_version: String,
+pub struct ResponseReview<'a> {
+    pub api_version: Cow<'a, str>,
     pub kind: &'static str,
     pub response: Response,
 }
@@ -113,22 +138,38 @@ pub struct ResponseReview {
 pub struct Response {
     pub uid: String,
     pub allowed: bool,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub patch: Option<String>,
+    /// The JSONPatch as JSON text; on the wire it is base64 (Go's `[]byte`).
+    #[serde(
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "serialize_base64"
+    )]
+    pub patch: Option<Vec<u8>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub patch_type: Option<&'static str>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub warnings: Vec<String>,
 }
 
-impl ResponseReview {
+fn serialize_base64<S: serde::Serializer>(
+    patch: &Option<Vec<u8>>,
+    serializer: S,
+) -> Result<S::Ok, S::Error> {
+    match patch {
+        Some(json) => serializer.serialize_str(&BASE64.encode(json)),
+        None => serializer.serialize_none(),
+    }
+}
+
+const BASE64: base64::engine::GeneralPurpose = base64::engine::general_purpose::STANDARD;
+
+impl<'a> ResponseReview<'a> {
     /// Allowed, unchanged.
-    fn allow(api_version: &str, uid: &str) -> ResponseReview {
+    fn allow(api_version: Cow<'a, str>, uid: &str) -> ResponseReview<'a> {
         ResponseReview {
             api_version: if api_version.is_empty() {
-                V1.to_string()
+                Cow::Borrowed(V1)
             } else {
-                api_version.to_string()
+                api_version
             },
             kind: "AdmissionReview",
             response: Response {
@@ -141,49 +182,106 @@ impl ResponseReview {
         }
     }
 
-    fn warn(mut self, warnings: impl IntoIterator<Item = String>) -> ResponseReview {
+    fn warn(mut self, warnings: impl IntoIterator<Item = String>) -> ResponseReview<'a> {
         self.response.warnings.extend(warnings);
         self
     }
+
+    /// The answer as compact JSON, byte for byte what `serde_json::to_vec` writes, into one
+    /// buffer sized up front: the patch is base64-encoded in place.
+    pub fn to_json(&self) -> Vec<u8> {
+        let r = &self.response;
+        let patch_len = r
+            .patch
+            .as_ref()
+            .map_or(0, |p| base64::encoded_len(p.len(), true).unwrap_or(0));
+        let warnings_len: usize = r.warnings.iter().map(|w| w.len() + 8).sum();
+        let mut out = Vec::with_capacity(
+            112 + self.api_version.len() + r.uid.len() + patch_len + warnings_len,
+        );
+        out.extend_from_slice(b"{\"apiVersion\":");
+        json_str(&mut out, &self.api_version);
+        out.extend_from_slice(b",\"kind\":");
+        json_str(&mut out, self.kind);
+        out.extend_from_slice(b",\"response\":{\"uid\":");
+        json_str(&mut out, &r.uid);
+        out.extend_from_slice(if r.allowed {
+            b",\"allowed\":true"
+        } else {
+            b",\"allowed\":false"
+        });
+        if let Some(patch) = &r.patch {
+            out.extend_from_slice(b",\"patch\":\"");
+            let at = out.len();
+            out.resize(at + patch_len, 0);
+            // The space is exactly the encoded length.
+            let written = BASE64.encode_slice(patch, &mut out[at..]).unwrap_or(0);
+            out.truncate(at + written);
+            out.push(b'"');
+        }
+        if let Some(patch_type) = r.patch_type {
+            out.extend_from_slice(b",\"patchType\":");
+            json_str(&mut out, patch_type);
+        }
+        if !r.warnings.is_empty() {
+            out.extend_from_slice(b",\"warnings\":[");
+            for (i, warning) in r.warnings.iter().enumerate() {
+                if i > 0 {
+                    out.push(b',');
+                }
+                json_str(&mut out, warning);
+            }
+            out.push(b']');
+        }
+        out.extend_from_slice(b"}}");
+        out
+    }
+}
+
+/// `s` as a JSON string, escaped as serde_json escapes it.
+fn json_str(out: &mut Vec<u8>, s: &str) {
+    // Writing a string into a Vec cannot fail.
+    let _ = serde_json::to_writer(&mut *out, s);
 }
 
 const V1: &str = "admission.k8s.io/v1";
 
-fn review_pod(
-    api_version: &str,
-    request: PodRequest,
+fn review_pod<'a>(
+    api_version: Cow<'a, str>,
+    request: PodRequest<'a>,
     settings: &Settings,
     objects: impl FnOnce(&str) -> NamespaceObjects,
-) -> Reviewed {
-    let pod = request.object.as_ref();
+) -> Reviewed<'a> {
+    let response = ResponseReview::allow(api_version, &request.uid);
+    let PodRequest {
+        uid,
+        kind,
+        sub_resource,
+        namespace,
+        operation,
+        dry_run,
+        object,
+    } = request;
+    let pod = object.as_ref();
     let mut summary = Summary {
-        uid: request.uid.clone(),
-        kind: request.kind.kind.clone(),
-        namespace: request.namespace.clone().unwrap_or_default(),
+        uid,
+        namespace: namespace.clone().unwrap_or_default(),
         pod: pod.map(pod_name).unwrap_or_default(),
-        dry_run: request.dry_run,
+        dry_run,
         ..Summary::default()
     };
-    let response = ResponseReview::allow(api_version, &request.uid);
-    if !is_pod(&request.kind) {
-        return reviewed(
-            response.warn([not_a_pod(&request.kind)]),
-            Outcome::FailedOpen,
-            summary,
-        );
+    if !is_pod(&kind.group, &kind.kind) {
+        let warning = not_a_pod(&kind.group, &kind.version, &kind.kind);
+        summary.kind = kind.kind;
+        return reviewed(response.warn([warning]), Outcome::FailedOpen, summary);
     }
+    summary.kind = kind.kind;
     let pod = match pod {
-        Some(pod) if request.operation == Operation::Create && request.sub_resource.is_none() => {
-            pod
-        }
+        Some(pod) if operation == Operation::Create && sub_resource.is_none() => pod,
         _ => return reviewed(response, Outcome::Unchanged, summary),
     };
     // The request's namespace is authoritative: a pod made from a template has none of its own.
-    let Some(namespace) = request
-        .namespace
-        .as_deref()
-        .or(pod.metadata.namespace.as_deref())
-    else {
+    let Some(namespace) = namespace.as_deref().or(pod.metadata.namespace.as_deref()) else {
         let response = response
             .warn(["gracegate: the review names no namespace; pod admitted unchanged".to_string()]);
         return reviewed(response, Outcome::FailedOpen, summary);
@@ -207,14 +305,17 @@ fn review_pod(
     let mut response = response;
     if !plan.is_empty() {
         // A Patch of plain JSON values always serialises.
-        let json = serde_json::to_vec(&plan.patch()).unwrap_or_default();
-        response.response.patch = Some(base64::engine::general_purpose::STANDARD.encode(json));
+        response.response.patch = Some(serde_json::to_vec(&plan.patch()).unwrap_or_default());
         response.response.patch_type = Some("JSONPatch");
     }
     reviewed(response.warn(plan.warnings), outcome, summary)
 }
 
-fn reviewed(review: ResponseReview, outcome: Outcome, mut summary: Summary) -> Reviewed {
+fn reviewed<'a>(
+    review: ResponseReview<'a>,
+    outcome: Outcome,
+    mut summary: Summary<'a>,
+) -> Reviewed<'a> {
     // What the log line says is what was answered.
     summary.warnings = review.response.warnings.len();
     Reviewed {
@@ -224,41 +325,47 @@ fn reviewed(review: ResponseReview, outcome: Outcome, mut summary: Summary) -> R
     }
 }
 
-fn is_pod(k: &GroupVersionKind) -> bool {
-    k.group.is_empty() && k.kind == "Pod"
+fn is_pod(group: &str, kind: &str) -> bool {
+    group.is_empty() && kind == "Pod"
 }
 
 /// The webhook is registered for pods only; anything else means a misconfiguration.
-fn not_a_pod(k: &GroupVersionKind) -> String {
-    format!(
-        "gracegate: only Pods are mutated, not {}/{} {}",
-        k.group, k.version, k.kind
-    )
+fn not_a_pod(group: &str, version: &str, kind: &str) -> String {
+    format!("gracegate: only Pods are mutated, not {group}/{version} {kind}")
 }
 
-fn pod_name(pod: &PodView) -> String {
+fn pod_name<'a>(pod: &PodView) -> Cow<'a, str> {
     match (&pod.metadata.name, &pod.metadata.generate_name) {
-        (Some(name), _) => name.clone(),
-        (None, Some(prefix)) => format!("{prefix}*"),
-        (None, None) => String::new(),
+        (Some(name), _) => Cow::Owned(name.clone()),
+        (None, Some(prefix)) => Cow::Owned(format!("{prefix}*")),
+        (None, None) => Cow::Borrowed(""),
     }
 }
 
 /// The body did not parse as a review of a Pod. If it is still a review with a request uid —
 /// another kind, or a pod gracegate cannot read — allow it unchanged and say why; otherwise
 /// it is a bad request.
-fn fail_open(body: &[u8], pod_error: &serde_json::Error) -> Result<Reviewed, BadReview> {
+fn fail_open<'a>(body: &[u8], pod_error: &serde_json::Error) -> Result<Reviewed<'a>, BadReview> {
     let value: Value =
         serde_json::from_slice(body).map_err(|e| BadReview(format!("body is not JSON: {e}")))?;
     if let Ok(review) = serde_json::from_value::<AdmissionReview<DynamicObject>>(value.clone())
         && let Ok(request) = TryInto::<AdmissionRequest<DynamicObject>>::try_into(review)
     {
-        let pod_kind = is_pod(&request.kind);
+        let k = &request.kind;
+        let pod_kind = is_pod(&k.group, &k.kind);
+        let warning = if pod_kind {
+            format!("gracegate: could not read the pod ({pod_error}); pod admitted unchanged")
+        } else {
+            not_a_pod(&k.group, &k.version, &k.kind)
+        };
+        let response =
+            ResponseReview::allow(Cow::Owned(request.types.api_version.clone()), &request.uid)
+                .warn([warning]);
         let summary = Summary {
-            uid: request.uid.clone(),
-            kind: request.kind.kind.clone(),
-            namespace: request.namespace.clone().unwrap_or_default(),
-            pod: request.name.clone(),
+            uid: Cow::Owned(request.uid),
+            kind: Cow::Owned(request.kind.kind),
+            namespace: Cow::Owned(request.namespace.unwrap_or_default()),
+            pod: Cow::Owned(request.name),
             skip: Some(if pod_kind {
                 "unreadable-pod"
             } else {
@@ -266,13 +373,6 @@ fn fail_open(body: &[u8], pod_error: &serde_json::Error) -> Result<Reviewed, Bad
             }),
             ..Summary::default()
         };
-        let warning = if pod_kind {
-            format!("gracegate: could not read the pod ({pod_error}); pod admitted unchanged")
-        } else {
-            not_a_pod(&request.kind)
-        };
-        let response =
-            ResponseReview::allow(&request.types.api_version, &request.uid).warn([warning]);
         return Ok(reviewed(response, Outcome::FailedOpen, summary));
     }
     if !value.is_object() {
@@ -296,15 +396,17 @@ fn fail_open(body: &[u8], pod_error: &serde_json::Error) -> Result<Reviewed, Bad
         .unwrap_or(V1);
     let warning = format!("gracegate: could not read the review ({pod_error}); admitted unchanged");
     Ok(reviewed(
-        ResponseReview::allow(api_version, uid).warn([warning]),
+        ResponseReview::allow(Cow::Owned(api_version.to_string()), uid).warn([warning]),
         Outcome::FailedOpen,
         Summary {
-            uid: uid.to_string(),
-            kind: request
-                .pointer("/kind/kind")
-                .and_then(Value::as_str)
-                .unwrap_or_default()
-                .to_string(),
+            uid: Cow::Owned(uid.to_string()),
+            kind: Cow::Owned(
+                request
+                    .pointer("/kind/kind")
+                    .and_then(Value::as_str)
+                    .unwrap_or_default()
+                    .to_string(),
+            ),
             skip: Some("unreadable-review"),
             ..Summary::default()
         },
@@ -325,14 +427,13 @@ fn json_type(value: &Value) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::cluster::{Cluster, Objects};
+    use rstest::rstest;
 
-    fn answer(body: serde_json::Value) -> Reviewed {
-        review(
-            &serde_json::to_vec(&body).unwrap(),
-            &Settings::default(),
-            |_| NamespaceObjects::default(),
-        )
-        .unwrap()
+    fn answer(body: serde_json::Value) -> Reviewed<'static> {
+        // The answer borrows from the body: a test's few bodies live as long as it does.
+        let body: &'static [u8] = serde_json::to_vec(&body).unwrap().leak();
+        review(body, &Settings::default(), |_| NamespaceObjects::default()).unwrap()
     }
 
     fn request(kind: &str, object: serde_json::Value) -> serde_json::Value {
@@ -375,5 +476,105 @@ mod tests {
         assert_eq!(pod.outcome, Outcome::FailedOpen);
         assert_eq!(pod.summary.warnings, pod.review.response.warnings.len());
         assert_eq!(pod.summary.warnings, 1);
+    }
+
+    fn fixture(name: &str) -> Vec<u8> {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
+        std::fs::read(dir.join("admission").join(name)).unwrap()
+    }
+
+    /// The webhook writes the answer itself: byte for byte what serde writes, for every
+    /// recorded review (patched, unchanged, opted out, dry run, an update) and for reviews
+    /// derived from them whose strings need escaping, or that fail open or carry warnings.
+    #[rstest]
+    #[case::patched("create-deployment-pod.json", None)]
+    #[case::patched_large("create-deployment-pod-large.json", None)]
+    #[case::dry_run("create-pod-dry-run.json", None)]
+    #[case::own_prestop("create-pod-legacy-gate-own-prestop.json", None)]
+    #[case::opted_out("create-pod-opted-out.json", None)]
+    #[case::sidecar("create-pod-sidecar-native-sleep.json", None)]
+    #[case::unmatched("create-pod-unmatched-labels.json", None)]
+    #[case::update("update-pod-labels.json", None)]
+    #[case::escaped_uid("create-deployment-pod.json", Some(("/request/uid", serde_json::json!("a\"b\\c\n\u{1}\u{7f}é😀</"))))]
+    #[case::escaped_api_version("create-deployment-pod.json", Some(("/apiVersion", serde_json::json!("admission.k8s.io/v1\t\"x\""))))]
+    #[case::bad_containers_annotation("create-deployment-pod.json", Some(("/request/object/metadata/annotations", serde_json::json!({ "gracegate.io/containers": "nope\"\n", "gracegate.io/inject": "yes\u{2028}" }))))]
+    #[case::not_a_pod("create-deployment-pod.json", Some(("/request/kind/kind", serde_json::json!("ConfigMap"))))]
+    #[case::unreadable_pod("create-deployment-pod.json", Some(("/request/object/metadata/name", serde_json::json!(5))))]
+    #[case::unreadable_review("create-deployment-pod.json", Some(("/request/kind", serde_json::json!(5))))]
+    #[case::unknown_namespace("create-deployment-pod.json", Some(("/request/namespace", serde_json::json!("elsewhere"))))]
+    fn the_answer_is_written_as_serde_writes_it(
+        #[case] name: &str,
+        #[case] change: Option<(&str, serde_json::Value)>,
+    ) {
+        let cluster = Cluster::from_objects(
+            Objects::load_dir(
+                &std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/cluster"),
+            )
+            .unwrap(),
+        );
+        let mut request: Value = serde_json::from_slice(&fixture(name)).unwrap();
+        if let Some((pointer, value)) = change {
+            *request.pointer_mut(pointer).unwrap() = value;
+        }
+        let body = serde_json::to_vec(&request).unwrap();
+        let reviewed = review(&body, &Settings::default(), |ns| cluster.objects(ns)).unwrap();
+        let written = reviewed.review.to_json();
+        let serde = serde_json::to_vec(&reviewed.review).unwrap();
+        assert_eq!(
+            String::from_utf8(written).unwrap(),
+            String::from_utf8(serde).unwrap()
+        );
+    }
+
+    /// Every field of the answer the writer knows, set and unset, against serde.
+    #[rstest]
+    #[case::bare(false, None, None, vec![])]
+    #[case::denied_with_warnings(false, None, None, vec!["one".to_string(), "t\"w\no".to_string()])]
+    #[case::patch(true, Some(b"[{\"op\":\"add\"}]".to_vec()), Some("JSONPatch"), vec![])]
+    #[case::patch_lengths_1(true, Some(b"[".to_vec()), Some("JSONPatch"), vec!["w".to_string()])]
+    #[case::patch_lengths_2(true, Some(b"[]".to_vec()), None, vec![])]
+    #[case::empty_patch(true, Some(Vec::new()), Some("JSONPatch"), vec![])]
+    fn every_field_is_written_as_serde_writes_it(
+        #[case] allowed: bool,
+        #[case] patch: Option<Vec<u8>>,
+        #[case] patch_type: Option<&'static str>,
+        #[case] warnings: Vec<String>,
+    ) {
+        let answer = ResponseReview {
+            api_version: Cow::Borrowed(V1),
+            kind: "AdmissionReview",
+            response: Response {
+                uid: "705ab4f5-6393-11e8-b7cc-42010a800002".to_string(),
+                allowed,
+                patch,
+                patch_type,
+                warnings,
+            },
+        };
+        assert_eq!(
+            String::from_utf8(answer.to_json()).unwrap(),
+            serde_json::to_string(&answer).unwrap()
+        );
+    }
+
+    /// The patch goes out as base64 of the plan's JSONPatch, and decodes back to it.
+    #[test]
+    fn the_patch_is_base64_of_the_jsonpatch() {
+        let cluster = Cluster::from_objects(
+            Objects::load_dir(
+                &std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/cluster"),
+            )
+            .unwrap(),
+        );
+        let body = fixture("create-deployment-pod.json");
+        let reviewed = review(&body, &Settings::default(), |ns| cluster.objects(ns)).unwrap();
+        assert_eq!(reviewed.outcome, Outcome::Patched);
+        let answer: Value = serde_json::from_slice(&reviewed.review.to_json()).unwrap();
+        let patch = BASE64
+            .decode(answer["response"]["patch"].as_str().unwrap())
+            .unwrap();
+        assert_eq!(Some(&patch), reviewed.review.response.patch.as_ref());
+        let ops: Value = serde_json::from_slice(&patch).unwrap();
+        assert!(ops.as_array().is_some_and(|ops| !ops.is_empty()), "{ops}");
     }
 }

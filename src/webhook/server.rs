@@ -11,7 +11,7 @@ use tracing::{info, warn};
 
 use super::conn::{self, BodyLimit, ConnectionCap, InFlight, Limits, TcpAcceptor, Timeouts};
 use super::tls::{CertFiles, Certificate};
-use super::{Context, admin_router, router_with_body_limit};
+use super::{Context, ReviewLimits, admin_router, router_with_limits};
 use crate::{Error, Result};
 
 /// How long in-flight reviews get to finish once the port stops accepting.
@@ -73,19 +73,16 @@ pub async fn start(options: Options, context: Context) -> Result<Running> {
         .handle(handle.clone())
         .first_request_timeout(timeouts.header);
     configure(&mut server, timeouts, limits);
-    let app = router_with_body_limit(context.clone(), limits.max_body_bytes)
-        .layer(axum::middleware::from_fn_with_state(
-            BodyLimit {
-                timeout: timeouts.body,
-                metrics: Some(context.metrics.clone()),
-            },
-            conn::request_timeout,
-        ))
-        .layer(axum::middleware::from_fn_with_state(
-            InFlight::new(limits.max_in_flight, Some(context.metrics.clone())),
-            conn::in_flight,
-        ))
-        // Merged after the layers: a parked poll is not a review (no body, held up to 25 s).
+    // The in-flight cap and the body timeout, as on the admin port, applied by `/mutate`
+    // itself; the drain-wait polls are not reviews (no body, parked up to 25 s).
+    let review_limits = ReviewLimits {
+        in_flight: InFlight::new(limits.max_in_flight, Some(context.metrics.clone())),
+        body: BodyLimit {
+            timeout: timeouts.body,
+            metrics: Some(context.metrics.clone()),
+        },
+    };
+    let app = router_with_limits(context.clone(), limits.max_body_bytes, Some(review_limits))
         .merge(super::drain_wait::router(context.waits.clone()));
     let https = tokio::spawn(server.serve(app.into_make_service()));
     handle.listening().await;
