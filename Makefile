@@ -160,7 +160,10 @@ install-bin:
 release:
 	$(CARGO) build --release --locked
 
-## bench: every benchmark (see BENCHMARKS.md); installs the load generator oha first.
+## bench: every benchmark (see BENCHMARKS.md); installs the load generator oha first. The
+## last, benches/webhook_ab.sh, prints gracegate's same-run ratio to the floor server for the
+## 4 KB and 26 KB reviews (wrk when it is on PATH, else oha; BASE=binary and
+## KUBE_EXAMPLE=binary add a baseline and the kube-rs admission example to the same run).
 BENCH_TOOLS ?= .bench-tools
 OHA_VERSION ?= 1.16.0
 bench: $(BENCH_TOOLS)/bin/oha
@@ -171,6 +174,7 @@ bench: $(BENCH_TOOLS)/bin/oha
 	$(CARGO) bench --locked --bench first_review
 	$(CARGO) bench --locked --bench drain_waits
 	OHA=$(abspath $(BENCH_TOOLS))/bin/oha benches/webhook_load.sh
+	OHA=$(abspath $(BENCH_TOOLS))/bin/oha BUILD=0 benches/webhook_ab.sh
 
 $(BENCH_TOOLS)/bin/oha:
 	$(CARGO) install oha --locked --version $(OHA_VERSION) --root $(BENCH_TOOLS)
