@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Webhook load benchmark: gracegate against the floor (benches/floor.rs), same run, same way.
+# Webhook load benchmark: gracegate against the JSON floor (benches/floor.rs `json`), same
+# run, same way. benches/webhook_ab.sh compares against the bare floor and baselines.
 # Both serve HTTPS on 127.0.0.1 pinned to CPU 0; oha runs on CPU 1 with keep-alive, posting
 # the recorded reviews as compact JSON. Rounds alternate floor/gracegate so drift in the
 # machine's load hits both. Results: target/bench/load.jsonl, summarised by load_report.py.
@@ -30,7 +31,7 @@ PIN0=(); command -v taskset >/dev/null && PIN0=(taskset -c 0)
   --tls-cert "$OUT/certs/tls.crt" --tls-key "$OUT/certs/tls.key" \
   --objects tests/fixtures/cluster --shutdown-delay-seconds 0 >"$OUT/gracegate.log" 2>&1) &
 GRACEGATE=$!
-(exec "${PIN0[@]}" target/release/examples/floor 127.0.0.1:18444 "$OUT/certs/tls.crt" "$OUT/certs/tls.key" 2>"$OUT/floor.log") &
+(exec "${PIN0[@]}" target/release/examples/floor 127.0.0.1:18444 "$OUT/certs/tls.crt" "$OUT/certs/tls.key" json 2>"$OUT/floor.log") &
 FLOOR=$!
 trap 'kill $GRACEGATE $FLOOR 2>/dev/null || true' EXIT
 for _ in $(seq 50); do
