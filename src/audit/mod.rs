@@ -110,6 +110,8 @@ pub enum Check {
     PrestopTooShort,
     /// `grace-too-short`, in `audit/workload_timing.rs`.
     GraceTooShort,
+    /// `drain-wait-own-prestop`, in `audit/workload_timing.rs`.
+    DrainWaitOwnPrestop,
     /// `deregistration-delay-default`, in `audit/load_balancer.rs`.
     DeregistrationDelayDefault,
     /// `deregistration-delay-over-cap`, in `audit/load_balancer.rs`.
@@ -131,7 +133,7 @@ pub enum Check {
 }
 
 impl Check {
-    pub const ALL: [Check; 17] = [
+    pub const ALL: [Check; 18] = [
         Check::NamespaceNotLabelled,
         Check::OptedOut,
         Check::LbcWebhook,
@@ -140,6 +142,7 @@ impl Check {
         Check::NoPrestop,
         Check::PrestopTooShort,
         Check::GraceTooShort,
+        Check::DrainWaitOwnPrestop,
         Check::DeregistrationDelayDefault,
         Check::DeregistrationDelayOverCap,
         Check::NlbDrainLongerThanPrestop,
@@ -161,6 +164,7 @@ impl Check {
             Check::NoPrestop => "no-prestop",
             Check::PrestopTooShort => "prestop-too-short",
             Check::GraceTooShort => "grace-too-short",
+            Check::DrainWaitOwnPrestop => "drain-wait-own-prestop",
             Check::DeregistrationDelayDefault => "deregistration-delay-default",
             Check::DeregistrationDelayOverCap => "deregistration-delay-over-cap",
             Check::NlbDrainLongerThanPrestop => "nlb-drain-longer-than-prestop",

@@ -242,6 +242,14 @@ use Severity::{Risk, Warn};
     },
     vec![(PrestopTooShort, Risk)],
 )]
+#[case::drain_wait_own_prestop(
+    |i: &mut Inventory| {
+        template_spec(i).containers[0].lifecycle = Some(serde_json::from_value(json!({
+            "preStop": { "exec": { "command": ["/bin/sh", "-c", "sleep 5"] } } })).unwrap());
+        template_annotate(i, "gracegate.io/drain", "wait");
+    },
+    vec![(DrainWaitOwnPrestop, Warn)],
+)]
 #[case::own_prestop_long_enough(
     |i: &mut Inventory| {
         template_spec(i).containers[0].lifecycle = Some(serde_json::from_value(json!({

@@ -16,6 +16,16 @@ impl Ctx<'_> {
             return;
         };
         let chosen = chosen_containers(&self.workload.template);
+        // Drain wait asked for (annotation or --drain-mode): a container's own preStop is kept
+        // and cannot wait, so its S is not the waiter's.
+        let namespace = self.objects.namespace.as_deref();
+        let wait = inject::waiter::mode(
+            self.workload.template.metadata.annotations.as_ref(),
+            namespace.and_then(|n| n.metadata.annotations.as_ref()),
+            self.settings.inject.drain.mode,
+            &mut Vec::new(),
+        ) == inject::DrainMode::Wait;
+        let mut own = Vec::new();
         let mut short = Vec::new();
         let mut missing = Vec::new();
         for c in &spec.containers {
@@ -23,6 +33,8 @@ impl Ctx<'_> {
                 continue;
             }
             match c.lifecycle.as_ref().and_then(|l| l.pre_stop.as_ref()) {
+                Some(handler) if inject::waiter::is_waiter(handler) => {}
+                Some(_) if wait => own.push(c.name.clone()),
                 Some(handler) => {
                     if let Some(n) = inject::sleep_seconds(handler)
                         && n < u64::from(s)
@@ -33,6 +45,22 @@ impl Ctx<'_> {
                 None if !injected && s > 0 => missing.push(c.name.clone()),
                 None => {}
             }
+        }
+        if !own.is_empty() {
+            self.add(
+                Severity::Warn,
+                Check::DrainWaitOwnPrestop,
+                format!(
+                    "drain wait is on, but container {} has its own preStop, which gracegate keeps: \
+                     it cannot wait for its target to leave the load balancer",
+                    own.join(", ")
+                ),
+                format!(
+                    "remove the preStop of container {} (gracegate adds the waiting one), or opt \
+                     the workload out with gracegate.io/drain: sleep",
+                    own.join(", ")
+                ),
+            );
         }
         if !short.is_empty() {
             let sleeps: Vec<String> = (short.iter())
