@@ -7,9 +7,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use futures::{StreamExt, future};
-use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Service};
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Pod, Service};
 use k8s_openapi::api::networking::v1::Ingress;
-use kube::api::Api;
+use kube::api::{Api, ListParams};
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, Resource, ResourceExt};
@@ -264,6 +264,45 @@ pub fn own_namespace(flag: Option<&str>, client: &Client) -> String {
         .unwrap_or_else(|| client.default_namespace().to_string())
 }
 
+/// The image this replica runs, read from its own Pod (`POD_NAME` in `namespace`): the drain
+/// wait's init container runs it, since it carries the waiter. A list by name, so the
+/// ClusterRole's pods list (no `get`) suffices. `None`, logged, when it cannot be read.
+pub async fn own_image(client: &Client, namespace: &str, pod_name: &str) -> Option<String> {
+    let pods: Api<Pod> = Api::namespaced(client.clone(), namespace);
+    let params = ListParams::default().fields(&format!("metadata.name={pod_name}"));
+    match pods.list(&params).await {
+        Ok(list) => {
+            let image = list.items.first().and_then(gracegate_image);
+            if image.is_none() {
+                warn!(
+                    pod = pod_name,
+                    namespace, "own pod has no container named gracegate (and not just one)"
+                );
+            }
+            image
+        }
+        Err(e) => {
+            warn!(pod = pod_name, namespace, error = %e, "cannot read own pod for its image");
+            None
+        }
+    }
+}
+
+/// The image of a gracegate pod's container: the one named `gracegate` (the manifests' name),
+/// else the only container.
+pub fn gracegate_image(pod: &Pod) -> Option<String> {
+    let containers = &pod.spec.as_ref()?.containers;
+    containers
+        .iter()
+        .find(|c| c.name == "gracegate")
+        .or(match containers.as_slice() {
+            [only] => Some(only),
+            _ => None,
+        })?
+        .image
+        .clone()
+}
+
 /// A client as kubectl would make one, for the commands a person runs (`plan`, `audit`):
 /// `kubeconfig` (else `KUBECONFIG`, `~/.kube/config`, or the in-cluster service account) and
 /// its `context` (else the current one).
@@ -390,5 +429,85 @@ impl Objects {
             ),
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::http::{Method, Request, Response};
+    use kube::client::Body;
+    use rstest::rstest;
+    use serde_json::json;
+
+    fn pod(containers: &[(&str, &str)]) -> Pod {
+        let containers: Vec<Value> = containers
+            .iter()
+            .map(|(name, image)| json!({ "name": name, "image": image }))
+            .collect();
+        serde_json::from_value(json!({
+            "metadata": { "name": "gracegate-7d9f8-x2x9z", "namespace": "gracegate-system" },
+            "spec": { "containers": containers },
+        }))
+        .unwrap()
+    }
+
+    #[rstest]
+    #[case::named(&[("istio-proxy", "istio:1"), ("gracegate", "mirror/gracegate:1")], Some("mirror/gracegate:1"))]
+    #[case::only_one(&[("webhook", "mirror/gracegate:2")], Some("mirror/gracegate:2"))]
+    #[case::ambiguous(&[("a", "x:1"), ("b", "y:1")], None)]
+    fn the_gracegate_container(#[case] containers: &[(&str, &str)], #[case] want: Option<&str>) {
+        assert_eq!(gracegate_image(&pod(containers)).as_deref(), want);
+    }
+
+    /// One list of pods in gracegate's namespace, by name (no `get`: the ClusterRole has none).
+    #[tokio::test]
+    async fn own_image_lists_its_pod_by_name() {
+        let (service, mut handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
+        let server = tokio::spawn(async move {
+            let (request, send) = handle.next_request().await.unwrap();
+            assert_eq!(request.method(), Method::GET);
+            assert_eq!(
+                request.uri().path(),
+                "/api/v1/namespaces/gracegate-system/pods"
+            );
+            let query = request.uri().query().unwrap_or_default().to_string();
+            assert!(
+                query.contains("fieldSelector=metadata.name%3Dgracegate-7d9f8-x2x9z"),
+                "{query}"
+            );
+            let list = json!({ "apiVersion": "v1", "kind": "PodList", "metadata": {},
+                               "items": [pod(&[("gracegate", "mirror/gracegate:3")])] });
+            send.send_response(
+                Response::builder()
+                    .header("content-type", "application/json")
+                    .body(Body::from(serde_json::to_vec(&list).unwrap()))
+                    .unwrap(),
+            );
+        });
+        let client = Client::new(service, "default");
+        let image = own_image(&client, "gracegate-system", "gracegate-7d9f8-x2x9z").await;
+        server.await.unwrap();
+        assert_eq!(image.as_deref(), Some("mirror/gracegate:3"));
+    }
+
+    /// An API error is no image (the default is used), never a failure to start.
+    #[tokio::test]
+    async fn own_image_on_an_error_is_none() {
+        let (service, mut handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
+        let server = tokio::spawn(async move {
+            let (_, send) = handle.next_request().await.unwrap();
+            let status = json!({ "apiVersion": "v1", "kind": "Status", "status": "Failure",
+                                 "reason": "Forbidden", "code": 403, "message": "forbidden" });
+            send.send_response(
+                Response::builder()
+                    .status(403)
+                    .body(Body::from(serde_json::to_vec(&status).unwrap()))
+                    .unwrap(),
+            );
+        });
+        let client = Client::new(service, "default");
+        assert_eq!(own_image(&client, "gracegate-system", "p").await, None);
+        server.await.unwrap();
     }
 }

@@ -75,7 +75,7 @@ pub async fn prepare_webhook(
     args: &WebhookArgs,
     client: Option<Client>,
 ) -> Result<(Context, Options)> {
-    let (cluster, action) = match (&args.objects, client) {
+    let (cluster, action, own_image) = match (&args.objects, client) {
         (Some(dir), _) => {
             let objects = Objects::load_dir(dir)?;
             info!(
@@ -87,6 +87,7 @@ pub async fn prepare_webhook(
             (
                 Cluster::from_objects(objects),
                 args.inject.prestop_mode.resolve(None),
+                None,
             )
         }
         (None, Some(client)) => {
@@ -95,15 +96,25 @@ pub async fn prepare_webhook(
                 _ => None,
             };
             let namespace = crate::cluster::own_namespace(args.namespace.as_deref(), &client);
+            let image = match (&args.inject.waiter_image, std::env::var("POD_NAME")) {
+                (None, Ok(pod)) if !pod.is_empty() => {
+                    crate::cluster::own_image(&client, &namespace, &pod).await
+                }
+                _ => None,
+            };
             let (cluster, drive) = Cluster::watch(client, &namespace);
             tokio::spawn(drive);
-            (cluster, args.inject.prestop_mode.resolve(version))
+            (cluster, args.inject.prestop_mode.resolve(version), image)
         }
         (None, None) => return Err(Error::Settings("no cluster and no --objects".into())),
     };
     let mut settings = args.inject.settings(action)?;
     info!(?action, prefix = %settings.condition_prefix, "preStop action");
     settings.drain.ca_pem = drain_wait_ca(args);
+    if let Some(image) = own_image {
+        settings.drain.image = image;
+    }
+    info!(image = %settings.drain.image, "drain-wait waiter image");
     let metrics = Arc::new(Metrics::default());
     let context = Context {
         settings: Arc::new(settings),

@@ -80,14 +80,15 @@ fn base_renders_with_what_gracegate_needs() {
         .filter_map(|e| e["name"].as_str())
         .collect();
     assert!(env.contains(&"POD_NAMESPACE"), "{env:?}");
-    // Drain wait: the waiter's init container runs gracegate's own image, as deployed.
-    let waiter_image = container["env"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|e| e["name"] == "GRACEGATE_WAITER_IMAGE")
-        .expect("GRACEGATE_WAITER_IMAGE");
-    assert_eq!(waiter_image["value"], container["image"]);
+    // Drain wait: the waiter's init container runs gracegate's own image, read from the pod at
+    // start (POD_NAME); the binary's fallback is the image these manifests name.
+    assert!(env.contains(&"POD_NAME"), "{env:?}");
+    assert!(!env.contains(&"GRACEGATE_WAITER_IMAGE"), "{env:?}");
+    assert_eq!(
+        container["image"],
+        gracegate::inject::waiter::DEFAULT_IMAGE,
+        "manifests/base/kustomization.yaml's image and the binary's version disagree"
+    );
     // The waiters' CA bundle (--drain-wait-ca's default: ca.crt beside --tls-cert) is in the
     // mounted TLS Secret: the Deployment mounts the whole Secret where --tls-cert points.
     let mount = container["volumeMounts"]

@@ -179,9 +179,11 @@ pub struct InjectArgs {
     #[arg(long, env = "GRACEGATE_DRAIN_WAIT_MAX_SECONDS", default_value_t = waiter::DEFAULT_MAX_SECONDS)]
     pub drain_wait_max_seconds: u32,
 
-    /// The image of the init container that puts the waiter into a drain-waiting pod.
-    #[arg(long, env = "GRACEGATE_WAITER_IMAGE", default_value = waiter::DEFAULT_IMAGE)]
-    pub waiter_image: String,
+    /// The image of the init container that puts the waiter into a drain-waiting pod; default:
+    /// the image this replica runs (read from its own Pod, `POD_NAME`), else
+    /// ghcr.io/gracegate/gracegate at this version.
+    #[arg(long, env = "GRACEGATE_WAITER_IMAGE")]
+    pub waiter_image: Option<String>,
 }
 
 fn parse_drain_mode(s: &str) -> std::result::Result<DrainMode, String> {
@@ -216,7 +218,10 @@ impl InjectArgs {
             url: self.drain_wait_url.clone(),
             ca_pem: None,
             max_seconds: self.drain_wait_max_seconds,
-            image: self.waiter_image.clone(),
+            image: self
+                .waiter_image
+                .clone()
+                .unwrap_or_else(|| waiter::DEFAULT_IMAGE.to_string()),
         };
         drain.check().map_err(Error::Settings)?;
         Ok(Settings {
