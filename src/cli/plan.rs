@@ -4,6 +4,7 @@ use std::path::PathBuf;
 
 use clap::{Args, ValueEnum};
 
+use crate::inject::waiter::{self, DrainMode, DrainSettings};
 use crate::timing::TimingSettings;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -123,9 +124,28 @@ pub struct PlanArgs {
     /// Added to the measured p99 drain (as the webhook's flag).
     #[arg(long, default_value_t = 5)]
     pub drain_margin_seconds: u32,
+
+    /// `wait`: plan the drain wait (the pod stops when its target leaves, at most
+    /// --drain-wait-max-seconds) instead of a sleep; with --from-cluster the workload's and its
+    /// namespace's gracegate.io/drain annotations win (as the webhook's flag).
+    #[arg(long, default_value = "sleep", value_parser = super::serve::parse_drain_mode)]
+    pub drain_mode: DrainMode,
+
+    /// A drain wait's deadline S (as the webhook's flag).
+    #[arg(long, default_value_t = waiter::DEFAULT_MAX_SECONDS)]
+    pub drain_wait_max_seconds: u32,
 }
 
 impl PlanArgs {
+    /// The drain wait's settings as far as `S` goes (no CA, URL or image: nothing is injected).
+    pub fn drain(&self) -> DrainSettings {
+        DrainSettings {
+            mode: self.drain_mode,
+            max_seconds: self.drain_wait_max_seconds,
+            ..DrainSettings::default()
+        }
+    }
+
     pub fn timing(&self) -> TimingSettings {
         TimingSettings {
             prestop_seconds: self.prestop_seconds,

@@ -186,7 +186,7 @@ pub struct InjectArgs {
     pub waiter_image: Option<String>,
 }
 
-fn parse_drain_mode(s: &str) -> std::result::Result<DrainMode, String> {
+pub(crate) fn parse_drain_mode(s: &str) -> std::result::Result<DrainMode, String> {
     match s {
         "sleep" => Ok(DrainMode::Sleep),
         "wait" => Ok(DrainMode::Wait),

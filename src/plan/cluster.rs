@@ -18,6 +18,7 @@ use crate::cli::{LoadBalancerArg, PlanArgs, PlanOutput};
 use crate::cluster::records_of;
 use crate::elb::{LoadBalancerKind, TargetGroup};
 use crate::facts::{CONFIGMAP_NAME, Records};
+use crate::inject::waiter::{self, DrainMode, DrainSettings};
 use crate::inject::{self, PodView};
 use crate::objects::NamespaceObjects;
 use crate::timing::{self, MeasuredDrain, Timing, TimingSettings};
@@ -27,6 +28,8 @@ use crate::{Error, Result};
 pub async fn run(args: &PlanArgs) -> Result<String> {
     let settings = args.timing();
     settings.check().map_err(Error::Settings)?;
+    let drain = args.drain();
+    drain.check().map_err(Error::Settings)?;
     let (lb, shape, timing, notes) = if args.from_cluster {
         let client =
             crate::cluster::kubectl_client(args.kubeconfig.as_deref(), args.context.as_deref())
@@ -44,6 +47,7 @@ pub async fn run(args: &PlanArgs) -> Result<String> {
             args.deployment.as_deref().unwrap_or_default(),
             &args.gracegate_namespace,
             &settings,
+            &drain,
             args.pod_start_seconds,
             elb.as_ref(),
         )
@@ -55,7 +59,10 @@ pub async fn run(args: &PlanArgs) -> Result<String> {
             read.notes,
         )
     } else {
-        (from_flags(args), shape_of(args), None, Vec::new())
+        let lb = from_flags(args);
+        let timing = (drain.mode == DrainMode::Wait)
+            .then(|| waiter::timing(&settings, &drain, &lb.evidence(), None, None));
+        (lb, shape_of(args), timing, Vec::new())
     };
     let report =
         super::plan(&settings, &lb, &shape, timing).map_err(|e| Error::Settings(e.to_string()))?;
@@ -131,6 +138,7 @@ pub async fn read(
     name: &str,
     gracegate_namespace: &str,
     settings: &TimingSettings,
+    drain: &DrainSettings,
     pod_start_seconds: u32,
     elb: Option<&Elb>,
 ) -> Result<Read> {
@@ -235,15 +243,18 @@ pub async fn read(
 
     let served = inject::serving_bindings(&labels, &objects);
     let evidence = inject::evidence(&served, &objects);
-    let timing = timing::timing(
-        settings,
-        &evidence,
-        pod.metadata.annotations.as_ref(),
-        objects
-            .namespace
-            .as_ref()
-            .and_then(|n| n.metadata.annotations.as_ref()),
-    );
+    let pod_annotations = pod.metadata.annotations.as_ref();
+    let ns_annotations = objects
+        .namespace
+        .as_ref()
+        .and_then(|n| n.metadata.annotations.as_ref());
+    // As the webhook decides: the workload's annotation, its namespace's, else --drain-mode.
+    let timing = match waiter::mode(pod_annotations, ns_annotations, drain.mode, &mut notes) {
+        DrainMode::Wait => {
+            waiter::timing(settings, drain, &evidence, pod_annotations, ns_annotations)
+        }
+        DrainMode::Sleep => timing::timing(settings, &evidence, pod_annotations, ns_annotations),
+    };
 
     // The slowest target group to turn a new target healthy decides the rollout's pace.
     let mut lb: Option<LoadBalancer> = None;

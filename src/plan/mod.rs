@@ -181,8 +181,12 @@ pub fn plan(
 
     let mut reasoning = Vec::new();
     reasoning.push(why_s(&timing, settings, lb));
+    let prestop = match timing.prestop_source {
+        PrestopSource::DrainWait => format!("drain wait's {s}s deadline"),
+        _ => format!("{s}s sleep"),
+    };
     reasoning.push(format!(
-        "T = {t}s: the {s}s sleep plus a {budget}s shutdown budget for the app to finish after \
+        "T = {t}s: the {prestop} plus a {budget}s shutdown budget for the app to finish after \
          SIGTERM (a pod's own longer grace period is kept)."
     ));
     reasoning.push(format!(

@@ -125,6 +125,34 @@ fn unmeasured_nlb(#[case] extra: &[&str], #[case] s: u32, #[case] source: &str, 
     }
 }
 
+/// `gracegate plan --drain-mode wait`: S is the wait's deadline, and the plan says why.
+#[rstest::rstest]
+#[case::alb(&["--deregistration-delay", "30"], 300, 330)]
+#[case::deadline_flag(&["--deregistration-delay", "30", "--drain-wait-max-seconds", "90"], 90, 120)]
+#[case::nlb(&["--load-balancer", "network", "--deregistration-delay", "5"], 300, 330)]
+fn drain_wait_plan(#[case] extra: &[&str], #[case] s: u32, #[case] t: u32) {
+    let mut args = vec!["--drain-mode", "wait", "-o", "json"];
+    args.extend_from_slice(extra);
+    let (code, out, err) = plan(&args);
+    assert_eq!(code, 0, "{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["prestopSeconds"], s, "{v:#}");
+    assert_eq!(v["prestopSource"], "drain-wait");
+    assert_eq!(v["terminationGracePeriodSeconds"], t);
+    let why = v["reasoning"][0].as_str().unwrap();
+    assert!(
+        why.contains("stops when its target leaves, at most"),
+        "{why}"
+    );
+}
+
+#[test]
+fn a_bad_drain_mode_is_a_clear_error() {
+    let (code, _, err) = plan(&["--drain-mode", "forever"]);
+    assert_ne!(code, 0);
+    assert!(err.contains("expected sleep or wait"), "{err}");
+}
+
 #[test]
 fn contradicting_caps_are_a_clear_error() {
     let (code, _, err) = plan(&["--nlb-prestop-seconds", "400"]);
@@ -203,8 +231,23 @@ mod from_cluster {
                 "data": { "k8s-game2048-service2-6f5e3c2a1b.0123456789abcdef": record.to_string() } })
     }
 
+    /// `--drain-mode wait` plans the drain wait for the same workload: `S` is the deadline.
+    #[rstest::rstest]
+    #[case::sleep(gracegate::inject::DrainMode::Sleep, 135, "nlb-default", "AWS default")]
+    // D = 300 drains longer than the wait's deadline: said, not hidden.
+    #[case::drain_wait(
+        gracegate::inject::DrainMode::Wait,
+        300,
+        "drain-wait",
+        "the drain wait ends at 300s"
+    )]
     #[tokio::test]
-    async fn reads_only_and_plans_from_the_records() {
+    async fn reads_only_and_plans_from_the_records(
+        #[case] mode: gracegate::inject::DrainMode,
+        #[case] s: u32,
+        #[case] source: &str,
+        #[case] risk: &str,
+    ) {
         let (service, mut handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
         let seen: Arc<Mutex<Vec<(Method, String)>>> = Arc::default();
         let record = seen.clone();
@@ -248,6 +291,10 @@ mod from_cluster {
             "deployment-2048",
             "gracegate-system",
             &TimingSettings::default(),
+            &gracegate::inject::DrainSettings {
+                mode,
+                ..Default::default()
+            },
             10,
             None,
         )
@@ -263,8 +310,9 @@ mod from_cluster {
         assert_eq!(seen.len(), 6, "{seen:?}");
         // No Ingress: D is the target group's own 300 s, D + 10 capped at 120; the measured p99
         // (61 s) + 5 is smaller, and six drains of an NLB are too few to go below its default.
-        assert_eq!(got.timing.prestop_seconds, 135);
-        assert_eq!(got.timing.prestop_source.as_str(), "nlb-default");
+        // A drain wait stops when the target leaves, at most its deadline.
+        assert_eq!(got.timing.prestop_seconds, s);
+        assert_eq!(got.timing.prestop_source.as_str(), source);
         assert_eq!(
             (
                 got.shape.replicas,
@@ -297,7 +345,7 @@ mod from_cluster {
         .unwrap();
         assert_eq!((report.rollout.waves, report.rollout.seconds), (4, 120));
         assert!(
-            report.risks.iter().any(|r| r.text.contains("AWS default")),
+            report.risks.iter().any(|r| r.text.contains(risk)),
             "{:#?}",
             report.risks
         );
