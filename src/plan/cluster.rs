@@ -132,6 +132,7 @@ pub struct Read {
 }
 
 /// Read the Deployment `name` in `namespace` and everything its plan depends on.
+#[allow(clippy::too_many_arguments)] // each is one of the command's inputs, named at the call
 pub async fn read(
     client: Client,
     namespace: &str,
