@@ -14,6 +14,8 @@
 # target/release/examples/floor), BASE (a baseline gracegate binary: compared as `base`),
 # KUBE_EXAMPLE (the kube-rs admission example's binary; it serves on 127.0.0.1:8443 from a
 # directory holding its certificate files), CONNECTIONS (32), LOAD (wrk, else oha; OHA=path),
+# HOST (localhost: a name, since wrk sends the host as SNI and the example's rustls refuses
+# an IP address there; it must resolve to 127.0.0.1, where the servers listen),
 # BUILD=0 to skip building gracegate and the floor.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -25,6 +27,7 @@ GRACEGATE=${GRACEGATE:-$TARGET_DIR/release/gracegate}
 FLOOR=${FLOOR:-$TARGET_DIR/release/examples/floor}
 OUT=${OUT:-target/bench}
 LOAD=${LOAD:-$(command -v wrk >/dev/null && echo wrk || echo oha)}
+HOST=${HOST:-localhost}
 OHA=${OHA:-oha}
 mkdir -p "$OUT"
 rm -f "$OUT/ab.jsonl"
@@ -98,7 +101,7 @@ done
 
 run() { # name port fixture round
   local name=$1 port=$2 fixture=$3 round=$4 line
-  local url="https://127.0.0.1:$port/mutate" body="$OUT/$fixture.compact.json"
+  local url="https://$HOST:$port/mutate" body="$OUT/$fixture.compact.json"
   if [ "$LOAD" = wrk ]; then
     line=$(BODY=$body "${PIN1[@]}" wrk -t1 -c"$CONNECTIONS" -d"${SECONDS_PER_RUN}s" \
       -s "$OUT/post.lua" "$url" | awk '/^RESULT/ { print $2, $3, $4, $5, $6, $7 }')

@@ -29,7 +29,7 @@ for fixture, label in fixtures.items():
         if not runs:
             continue
         xs = [rps(r) for r in runs]
-        m = statistics.median(xs)
+        m = statistics.median(xs) or float("nan")
         print(f"| {label} | {server} | {m:,.0f} | {min(xs):,.0f}–{max(xs):,.0f} | "
               f"{(max(xs) - min(xs)) / m * 100:.0f} % | "
               f"{statistics.median(r['p50_us'] for r in runs) / 1e3:.2f} | "
