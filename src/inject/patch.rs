@@ -4,7 +4,9 @@ use json_patch::jsonptr::PointerBuf;
 use json_patch::{AddOperation, Patch, PatchOperation, ReplaceOperation};
 use serde_json::{Value, json};
 
-use super::waiter::WaiterAdd;
+use super::waiter::{
+    ENV_VARS, IMAGE_WAITER_PATH, ListAdd, MOUNT_PATH, WAITER_NAME, WAITER_PATH, WaiterAdd,
+};
 use super::{PrestopAction, Skip};
 use crate::timing::{ANNOTATION_PRESTOP_SOURCE, PrestopSource};
 
@@ -129,7 +131,8 @@ impl Plan {
     }
 }
 
-fn add(path: &[&str], value: Value) -> PatchOperation {
+/// An `add` of `value` at the pointer made of `path`'s tokens.
+pub(super) fn add(path: &[&str], value: Value) -> PatchOperation {
     PatchOperation::Add(AddOperation {
         path: PointerBuf::from_tokens(path.iter().copied()),
         value,
@@ -142,5 +145,98 @@ fn prestop_handler(action: PrestopAction, seconds: u32) -> Value {
         PrestopAction::Exec => {
             json!({ "exec": { "command": ["/bin/sh", "-c", format!("sleep {seconds}")] } })
         }
+    }
+}
+
+// === impl WaiterAdd ===
+
+/// The drain wait's additions as JSONPatch operations.
+impl WaiterAdd {
+    /// The preStop handler of a waiting container.
+    pub fn handler(&self) -> Value {
+        json!({ "exec": { "command": self.command } })
+    }
+
+    /// The operations that add the init container, the volume, and each container's mount
+    /// and env. The init container goes first: it must have run before any other init
+    /// container (a native sidecar among them) can be stopped.
+    pub fn ops(&self, ops: &mut Vec<PatchOperation>) {
+        match self.init {
+            Some(ListAdd::List) => ops.push(add(
+                &["spec", "initContainers"],
+                json!([self.init_container()]),
+            )),
+            Some(ListAdd::Item) => {
+                ops.push(add(&["spec", "initContainers", "0"], self.init_container()))
+            }
+            None => {}
+        }
+        let volume = json!({ "name": WAITER_NAME, "emptyDir": { "sizeLimit": "16Mi" } });
+        match self.volume {
+            Some(ListAdd::List) => ops.push(add(&["spec", "volumes"], json!([volume]))),
+            Some(ListAdd::Item) => ops.push(add(&["spec", "volumes", "-"], volume)),
+            None => {}
+        }
+        for c in &self.containers {
+            let index = c.index.to_string();
+            let mount = json!({ "name": WAITER_NAME, "mountPath": MOUNT_PATH, "readOnly": true });
+            match c.mount {
+                Some(ListAdd::List) => ops.push(add(
+                    &["spec", "containers", &index, "volumeMounts"],
+                    json!([mount]),
+                )),
+                Some(ListAdd::Item) => ops.push(add(
+                    &["spec", "containers", &index, "volumeMounts", "-"],
+                    mount,
+                )),
+                None => {}
+            }
+            let vars: Vec<Value> = c
+                .env
+                .iter()
+                .map(|name| {
+                    let path = ENV_VARS.iter().find(|(n, _)| n == name).map_or("", |v| v.1);
+                    json!({ "name": name, "valueFrom": { "fieldRef": { "fieldPath": path } } })
+                })
+                .collect();
+            match (c.env_list, vars.is_empty()) {
+                (_, true) => {}
+                (ListAdd::List, false) => ops.push(add(
+                    &["spec", "containers", &index, "env"],
+                    Value::Array(vars),
+                )),
+                (ListAdd::Item, false) => ops.extend(
+                    vars.into_iter()
+                        .map(|v| add(&["spec", "containers", &index, "env", "-"], v)),
+                ),
+            }
+        }
+    }
+
+    /// Copies the waiter into the volume and ends. Its security context passes the Pod
+    /// Security `restricted` profile on its own, and requests equal limits, so it neither
+    /// breaks a LimitRange or ResourceQuota nor lowers a `Guaranteed` pod's QoS class.
+    fn init_container(&self) -> Value {
+        json!({
+            "name": WAITER_NAME,
+            "image": self.image,
+            "imagePullPolicy": "IfNotPresent",
+            "command": [IMAGE_WAITER_PATH, "install", WAITER_PATH],
+            "volumeMounts": [{ "name": WAITER_NAME, "mountPath": MOUNT_PATH }],
+            "resources": {
+                "requests": { "cpu": "20m", "memory": "16Mi" },
+                "limits": { "cpu": "20m", "memory": "16Mi" },
+            },
+            "securityContext": {
+                "runAsNonRoot": true,
+                "runAsUser": 65532,
+                "runAsGroup": 65532,
+                "allowPrivilegeEscalation": false,
+                "readOnlyRootFilesystem": true,
+                "capabilities": { "drop": ["ALL"] },
+                "seccompProfile": { "type": "RuntimeDefault" },
+            },
+            "terminationMessagePolicy": "FallbackToLogsOnError",
+        })
     }
 }

@@ -4,6 +4,8 @@
 //! copies the waiter into an `emptyDir`, that volume read-only in each waiting container, the
 //! pod's name, namespace and UID as env, and the `exec` preStop.
 //!
+//! What to add is decided here; `patch.rs` writes it as JSONPatch operations.
+//!
 //! An `exec` hook runs with no timeout of its own, bounded only by the grace period the
 //! termination started with (kubernetes/kubernetes `pkg/kubelet/lifecycle/handlers.go`, and
 //! `executePreStopHook` in `pkg/kubelet/kuberuntime/kuberuntime_container.go`), so the waiter
@@ -14,10 +16,7 @@
 
 use std::collections::BTreeMap;
 
-use json_patch::jsonptr::PointerBuf;
-use json_patch::{AddOperation, PatchOperation};
 use k8s_openapi::api::core::v1::LifecycleHandler;
-use serde_json::{Value, json};
 
 use super::pod::{ContainerView, PodSpecView};
 use crate::timing::{self, Evidence, PrestopSource, Timing, TimingSettings};
@@ -204,6 +203,16 @@ pub enum ListAdd {
     Item,
 }
 
+impl ListAdd {
+    /// How an item goes into `list`, which the pod may lack.
+    fn of<T>(list: &Option<Vec<T>>) -> ListAdd {
+        match list {
+            Some(_) => ListAdd::Item,
+            None => ListAdd::List,
+        }
+    }
+}
+
 /// What one waiting container lacks.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ContainerAdd {
@@ -288,16 +297,9 @@ pub fn plan(
         .iter()
         .flatten()
         .any(|c| c.name == WAITER_NAME);
-    let list = |present: bool| {
-        if present {
-            ListAdd::Item
-        } else {
-            ListAdd::List
-        }
-    };
     Ok(Some(WaiterAdd {
-        init: (!has_init).then(|| list(spec.init_containers.is_some())),
-        volume: volume.is_none().then(|| list(spec.volumes.is_some())),
+        init: (!has_init).then(|| ListAdd::of(&spec.init_containers)),
+        volume: volume.is_none().then(|| ListAdd::of(&spec.volumes)),
         containers,
         command: command(&drain.url, seconds, ca),
         image: drain.image.clone(),
@@ -317,19 +319,9 @@ fn container_add(index: usize, c: &ContainerView, mounted: bool) -> ContainerAdd
         .collect();
     ContainerAdd {
         index,
-        mount: (!mounted).then(|| {
-            if c.volume_mounts.is_some() {
-                ListAdd::Item
-            } else {
-                ListAdd::List
-            }
-        }),
+        mount: (!mounted).then(|| ListAdd::of(&c.volume_mounts)),
         env,
-        env_list: if c.env.is_some() {
-            ListAdd::Item
-        } else {
-            ListAdd::List
-        },
+        env_list: ListAdd::of(&c.env),
     }
 }
 
@@ -357,101 +349,6 @@ impl WaiterAdd {
     pub fn is_empty(&self) -> bool {
         self.init.is_none() && self.volume.is_none() && self.containers.is_empty()
     }
-
-    /// The preStop handler of a waiting container.
-    pub fn handler(&self) -> Value {
-        json!({ "exec": { "command": self.command } })
-    }
-
-    /// The operations that add the init container, the volume, and each container's mount
-    /// and env. The init container goes first: it must have run before any other init
-    /// container (a native sidecar among them) can be stopped.
-    pub fn ops(&self, ops: &mut Vec<PatchOperation>) {
-        match self.init {
-            Some(ListAdd::List) => ops.push(add(
-                &["spec", "initContainers"],
-                json!([self.init_container()]),
-            )),
-            Some(ListAdd::Item) => {
-                ops.push(add(&["spec", "initContainers", "0"], self.init_container()))
-            }
-            None => {}
-        }
-        let volume = json!({ "name": WAITER_NAME, "emptyDir": { "sizeLimit": "16Mi" } });
-        match self.volume {
-            Some(ListAdd::List) => ops.push(add(&["spec", "volumes"], json!([volume]))),
-            Some(ListAdd::Item) => ops.push(add(&["spec", "volumes", "-"], volume)),
-            None => {}
-        }
-        for c in &self.containers {
-            let index = c.index.to_string();
-            let mount = json!({ "name": WAITER_NAME, "mountPath": MOUNT_PATH, "readOnly": true });
-            match c.mount {
-                Some(ListAdd::List) => ops.push(add(
-                    &["spec", "containers", &index, "volumeMounts"],
-                    json!([mount]),
-                )),
-                Some(ListAdd::Item) => ops.push(add(
-                    &["spec", "containers", &index, "volumeMounts", "-"],
-                    mount,
-                )),
-                None => {}
-            }
-            let vars: Vec<Value> = c
-                .env
-                .iter()
-                .map(|name| {
-                    let path = ENV_VARS.iter().find(|(n, _)| n == name).map_or("", |v| v.1);
-                    json!({ "name": name, "valueFrom": { "fieldRef": { "fieldPath": path } } })
-                })
-                .collect();
-            match (c.env_list, vars.is_empty()) {
-                (_, true) => {}
-                (ListAdd::List, false) => ops.push(add(
-                    &["spec", "containers", &index, "env"],
-                    Value::Array(vars),
-                )),
-                (ListAdd::Item, false) => ops.extend(
-                    vars.into_iter()
-                        .map(|v| add(&["spec", "containers", &index, "env", "-"], v)),
-                ),
-            }
-        }
-    }
-
-    /// Copies the waiter into the volume and ends. Its security context passes the Pod
-    /// Security `restricted` profile on its own, and requests equal limits, so it neither
-    /// breaks a LimitRange or ResourceQuota nor lowers a `Guaranteed` pod's QoS class.
-    fn init_container(&self) -> Value {
-        json!({
-            "name": WAITER_NAME,
-            "image": self.image,
-            "imagePullPolicy": "IfNotPresent",
-            "command": [IMAGE_WAITER_PATH, "install", WAITER_PATH],
-            "volumeMounts": [{ "name": WAITER_NAME, "mountPath": MOUNT_PATH }],
-            "resources": {
-                "requests": { "cpu": "20m", "memory": "16Mi" },
-                "limits": { "cpu": "20m", "memory": "16Mi" },
-            },
-            "securityContext": {
-                "runAsNonRoot": true,
-                "runAsUser": 65532,
-                "runAsGroup": 65532,
-                "allowPrivilegeEscalation": false,
-                "readOnlyRootFilesystem": true,
-                "capabilities": { "drop": ["ALL"] },
-                "seccompProfile": { "type": "RuntimeDefault" },
-            },
-            "terminationMessagePolicy": "FallbackToLogsOnError",
-        })
-    }
-}
-
-fn add(path: &[&str], value: Value) -> PatchOperation {
-    PatchOperation::Add(AddOperation {
-        path: PointerBuf::from_tokens(path.iter().copied()),
-        value,
-    })
 }
 
 #[cfg(test)]
