@@ -14,6 +14,9 @@ mod fake_elb;
 #[path = "../tests/watcher/harness.rs"]
 mod harness;
 
+#[path = "support/proc_self.rs"]
+mod proc_self;
+use proc_self::rss_kib;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -43,16 +46,6 @@ const WARM_UP: Duration = Duration::from_secs(15);
 
 fn ip(i: usize) -> String {
     format!("10.0.{}.{}", i / 250, i % 250)
-}
-
-/// Resident memory of this process, KiB.
-fn rss_kib() -> u64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap()
 }
 
 /// User + system CPU of this process, seconds (`/proc/self/stat` in USER_HZ, 100 on Linux).

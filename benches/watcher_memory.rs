@@ -8,6 +8,9 @@
 //!
 //!     cargo bench --bench watcher_memory
 
+#[path = "support/proc_self.rs"]
+mod proc_self;
+use proc_self::rss_kib;
 use std::sync::Arc;
 
 use futures::StreamExt;
@@ -43,15 +46,6 @@ fn live_mib() -> f64 {
 
 const PODS: usize = 10_000;
 const BINDINGS: usize = 500;
-
-fn rss_kib() -> u64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap()
-}
 
 fn template() -> Value {
     let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
