@@ -7,8 +7,9 @@
 //!   what gracegate did before it read only the fields it needs (`inject::PodView`);
 //! * the steps of a review: `body` (the body out of an HTTP body of 16 KiB frames, as
 //!   TLS records deliver it), `parse`, `lookup` (the namespace's objects), `plan`, `patch`
-//!   (the JSONPatch as JSON), `answer` (the AdmissionReview written out), and what two of
-//!   them were: `body_copied` (each frame copied onto a growing `Vec`) and `answer_serde`;
+//!   (the JSONPatch as JSON), `answer` (the AdmissionReview written out), and what three of
+//!   them were: `body_copied` (each frame copied onto a growing `Vec`), `parse_serde` (the
+//!   same types read by serde_json's derive) and `answer_serde`;
 //! * `review`: gracegate's whole answer (parse, lookup, plan, patch, answer written);
 //! * `handler`: `POST /mutate` through the router with the HTTPS port's limits, everything
 //!   but TLS and HTTP.
@@ -26,7 +27,7 @@ use gracegate::cluster::{Cluster, Objects};
 use gracegate::inject::Settings;
 use gracegate::metrics::Metrics;
 use gracegate::webhook::conn::{BodyLimit, InFlight};
-use gracegate::webhook::review::{parse, review};
+use gracegate::webhook::review::{parse, parse_serde, review};
 use gracegate::webhook::{Context, Health, MAX_BODY_BYTES, ReviewLimits, read_body};
 use k8s_openapi::api::core::v1::Pod;
 use kube::core::admission::AdmissionReview;
@@ -149,12 +150,13 @@ fn bench(c: &mut Criterion) {
         let objects = cluster.objects("game-2048");
         let plan = gracegate::inject::plan(&pod, &objects, &settings);
         let reviewed = review(&body, &settings, |ns| cluster.objects(ns)).unwrap();
-        let steps: [(&str, (usize, usize)); 7] = [
+        let steps: [(&str, (usize, usize)); 8] = [
             (
                 "body",
                 allocations(|| runtime.block_on(read_body(framed(&body), MAX_BODY_BYTES, None))),
             ),
             ("parse", allocations(|| parse(&body).unwrap())),
+            ("parse_serde", allocations(|| parse_serde(&body).unwrap())),
             ("lookup", allocations(|| cluster.objects("game-2048"))),
             (
                 "plan",
@@ -231,6 +233,9 @@ fn bench(c: &mut Criterion) {
             )
         });
         group.bench_function("parse", |b| b.iter(|| parse(black_box(&body)).unwrap()));
+        group.bench_function("parse_serde", |b| {
+            b.iter(|| parse_serde(black_box(&body)).unwrap())
+        });
         group.bench_function("lookup", |b| {
             b.iter(|| cluster.objects(black_box("game-2048")))
         });

@@ -25,6 +25,7 @@ pub mod election;
 pub mod facts;
 pub mod health;
 pub mod inject;
+pub mod json;
 pub mod logging;
 pub mod metrics;
 pub mod objects;

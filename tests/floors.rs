@@ -18,7 +18,7 @@ fn floor(module: &[String]) -> Option<u8> {
         ("", _) => 0,
         (_, "audit::shell" | "plan::cluster") => 3,
         ("cli" | "plugin" | "serve", _) => 3,
-        ("elb" | "binding" | "facts" | "objects", _) => 0,
+        ("elb" | "binding" | "facts" | "objects" | "json", _) => 0,
         (
             "timing" | "inject" | "health" | "targets" | "drain" | "release" | "plan" | "audit",
             _,

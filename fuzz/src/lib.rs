@@ -79,7 +79,14 @@ fn review_and_check(body: &[u8], objects: &NamespaceObjects, settings: &Settings
 }
 
 /// Target `review`: an AdmissionReview body against the recorded cluster objects.
+/// Whatever serde_json's derive reads from the body, gracegate's reader reads the same.
 pub fn review(data: &[u8]) {
+    if let Ok(by_serde) = review::parse_serde(data) {
+        match review::parse(data) {
+            Ok(read) => assert_eq!(read, by_serde, "the reader and serde disagree"),
+            Err(error) => panic!("serde reads the review, the reader does not: {error}"),
+        }
+    }
     review_and_check(data, &FIXTURE_OBJECTS, &SLEEP);
 }
 

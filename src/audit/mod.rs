@@ -430,7 +430,7 @@ impl Ctx<'_> {
             .termination_grace_period_seconds
     }
 
-    pub(super) fn as_if_enabled(&self) -> (NamespaceObjects, PodView) {
+    pub(super) fn as_if_enabled(&self) -> (NamespaceObjects, PodView<'static>) {
         let mut objects = self.objects.clone();
         let mut namespace = objects
             .namespace

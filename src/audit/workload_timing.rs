@@ -29,7 +29,7 @@ impl Ctx<'_> {
         let mut short = Vec::new();
         let mut missing = Vec::new();
         for c in &spec.containers {
-            if chosen.as_ref().is_some_and(|n| !n.contains(&c.name)) {
+            if chosen.as_ref().is_some_and(|n| !n.contains(&*c.name)) {
                 continue;
             }
             match c.lifecycle.as_ref().and_then(|l| l.pre_stop.as_ref()) {
@@ -66,7 +66,7 @@ impl Ctx<'_> {
             let sleeps: Vec<String> = (short.iter())
                 .map(|(name, n)| format!("container {name} sleeps {n}s"))
                 .collect();
-            let names: Vec<&str> = short.iter().map(|(name, _)| name.as_str()).collect();
+            let names: Vec<&str> = short.iter().map(|(name, _)| name.as_ref()).collect();
             self.add(
                 Severity::Risk,
                 Check::PrestopTooShort,
@@ -237,6 +237,6 @@ pub(super) fn chosen_containers(pod: &PodView) -> Option<BTreeSet<String>> {
     )
 }
 
-pub(super) fn pod_view(pod: &Pod) -> Option<PodView> {
+pub(super) fn pod_view(pod: &Pod) -> Option<PodView<'static>> {
     serde_json::from_value(serde_json::to_value(pod).ok()?).ok()
 }

@@ -18,7 +18,7 @@ pub(super) struct Workload {
     pub(super) name: String,
     pub(super) uid: Option<String>,
     /// `metadata` + `spec` of the pod template (or of the bare pod).
-    pub(super) template: PodView,
+    pub(super) template: PodView<'static>,
     pub(super) template_labels: BTreeMap<String, String>,
     /// Desired pods; `None` for bare pods.
     pub(super) replicas: Option<i32>,
@@ -226,7 +226,10 @@ pub(super) fn rolling(
     }
 }
 
-pub(super) fn template_view(template: Option<&PodTemplateSpec>, namespace: &str) -> PodView {
+pub(super) fn template_view(
+    template: Option<&PodTemplateSpec>,
+    namespace: &str,
+) -> PodView<'static> {
     let Some(t) = template else {
         return PodView::default();
     };
@@ -237,7 +240,7 @@ pub(super) fn template_view(template: Option<&PodTemplateSpec>, namespace: &str)
         "spec": t.spec,
     }))
     .unwrap_or_default();
-    view.metadata.namespace = Some(namespace.to_string());
+    view.metadata.namespace = Some(namespace.to_string().into());
     view
 }
 

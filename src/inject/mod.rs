@@ -304,7 +304,7 @@ pub fn plan(pod: &PodView, objects: &NamespaceObjects, settings: &Settings) -> P
         !spec
             .containers
             .iter()
-            .any(|container| c.contains(container.name.as_str()))
+            .any(|container| c.contains(&*container.name))
     });
     if names_none {
         warnings.push(format!(
@@ -421,7 +421,7 @@ pub fn evidence(served: &[Served<'_>], objects: &NamespaceObjects) -> Evidence {
     out
 }
 
-fn own_prestop(c: &ContainerView) -> Option<&LifecycleHandler> {
+fn own_prestop<'c>(c: &'c ContainerView<'_>) -> Option<&'c LifecycleHandler> {
     c.lifecycle.as_ref().and_then(|l| l.pre_stop.as_ref())
 }
 

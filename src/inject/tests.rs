@@ -45,7 +45,7 @@ fn objects(edit: impl FnOnce(&mut NamespaceObjects)) -> NamespaceObjects {
     o
 }
 
-fn pod(labels: &[(&str, &str)], annotations: &[(&str, &str)]) -> PodView {
+fn pod(labels: &[(&str, &str)], annotations: &[(&str, &str)]) -> PodView<'static> {
     serde_json::from_value(json!({
         "metadata": {
             "name": "p",
@@ -349,7 +349,7 @@ fn other_webhook_warning(plan: &Plan) -> bool {
     plan.warnings.iter().any(|w| w.contains("another webhook"))
 }
 
-fn with_gate(mut p: PodView, gate: &str) -> PodView {
+fn with_gate<'a>(mut p: PodView<'a>, gate: &str) -> PodView<'a> {
     p.spec.as_mut().unwrap().readiness_gates =
         Some(vec![k8s_openapi::api::core::v1::PodReadinessGate {
             condition_type: gate.into(),

@@ -421,7 +421,7 @@ mod tests {
         assert!(DEFAULT_IMAGE.ends_with(env!("CARGO_PKG_VERSION")));
     }
 
-    fn spec_with_mount(path: &str) -> PodSpecView {
+    fn spec_with_mount(path: &str) -> PodSpecView<'_> {
         PodSpecView {
             containers: vec![ContainerView {
                 name: "app".into(),

@@ -14,6 +14,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::inject::{self, Plan, PodView, Settings, Skip};
+use crate::json::{self, Reader};
 use crate::metrics::Outcome;
 use crate::objects::NamespaceObjects;
 
@@ -72,15 +73,27 @@ pub fn review<'a>(
 }
 
 /// The first step of [`review`]: the body read as an AdmissionReview of a pod (for the
-/// benchmarks of the steps).
-pub fn parse(body: &[u8]) -> Result<PodReview<'_>, serde_json::Error> {
+/// benchmarks of the steps). Read with [`json::Reader`], which skips what gracegate does not
+/// read by its structure alone; [`parse_serde`] is the same reading by serde_json.
+pub fn parse(body: &[u8]) -> Result<PodReview<'_>, json::Error> {
+    let mut r = Reader::new(body);
+    let review = PodReview::read(&mut r)?;
+    r.end()?;
+    Ok(review)
+}
+
+/// [`parse`] by serde_json's derive: the reference the reader is tested against (and the
+/// benchmarks' baseline).
+#[doc(hidden)]
+pub fn parse_serde(body: &[u8]) -> Result<PodReview<'_>, serde_json::Error> {
     serde_json::from_slice(body)
 }
 
 /// An AdmissionReview of a pod, reduced to what gracegate reads (see [`PodView`]). Its
 /// strings borrow from the body (they are copied only when they hold an escape); they read
-/// as kube-core's `AdmissionRequest` and `GroupVersionKind` do, with the same errors.
-#[derive(Debug, Deserialize)]
+/// as kube-core's `AdmissionRequest` and `GroupVersionKind` do, with the same required
+/// fields.
+#[derive(Debug, Deserialize, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct PodReview<'a> {
     #[serde(default, borrow)]
@@ -89,7 +102,7 @@ pub struct PodReview<'a> {
     request: Option<PodRequest<'a>>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, PartialEq)]
 #[serde(rename_all = "camelCase")]
 struct PodRequest<'a> {
     #[serde(borrow)]
@@ -103,12 +116,12 @@ struct PodRequest<'a> {
     operation: Operation,
     #[serde(default)]
     dry_run: bool,
-    #[serde(default)]
-    object: Option<PodView>,
+    #[serde(default, borrow)]
+    object: Option<PodView<'a>>,
 }
 
 /// kube-core's `GroupVersionKind`, borrowed.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, PartialEq)]
 struct Gvk<'a> {
     #[serde(borrow)]
     group: Cow<'a, str>,
@@ -116,6 +129,88 @@ struct Gvk<'a> {
     version: Cow<'a, str>,
     #[serde(borrow)]
     kind: Cow<'a, str>,
+}
+
+// === impl PodReview: read from the body ===
+
+impl<'a> PodReview<'a> {
+    fn read(r: &mut Reader<'a>) -> json::Result<Self> {
+        let mut api_version = None;
+        let mut request = None;
+        r.object(|r, key| {
+            match &*key {
+                "apiVersion" => api_version = Some(r.string()?),
+                "request" => request = r.nullable(PodRequest::read)?,
+                _ => r.skip()?,
+            }
+            Ok(())
+        })?;
+        Ok(PodReview {
+            api_version: api_version.unwrap_or_default(),
+            request,
+        })
+    }
+}
+
+impl<'a> PodRequest<'a> {
+    fn read(r: &mut Reader<'a>) -> json::Result<Self> {
+        let (mut uid, mut kind, mut operation) = (None, None, None);
+        let (mut sub_resource, mut namespace, mut dry_run, mut object) = (None, None, false, None);
+        r.object(|r, key| {
+            match &*key {
+                "uid" => uid = Some(r.string()?),
+                "kind" => kind = Some(Gvk::read(r)?),
+                "subResource" => sub_resource = r.nullable(Reader::string)?,
+                "namespace" => namespace = r.nullable(Reader::string)?,
+                "operation" => operation = Some(read_operation(r)?),
+                "dryRun" => dry_run = r.nullable(Reader::bool)?.unwrap_or_default(),
+                "object" => object = r.nullable(PodView::read)?,
+                _ => r.skip()?,
+            }
+            Ok(())
+        })?;
+        Ok(PodRequest {
+            uid: uid.ok_or_else(|| r.error("missing field `uid`"))?,
+            kind: kind.ok_or_else(|| r.error("missing field `kind`"))?,
+            sub_resource,
+            namespace,
+            operation: operation.ok_or_else(|| r.error("missing field `operation`"))?,
+            dry_run,
+            object,
+        })
+    }
+}
+
+impl<'a> Gvk<'a> {
+    fn read(r: &mut Reader<'a>) -> json::Result<Self> {
+        let (mut group, mut version, mut kind) = (None, None, None);
+        r.object(|r, key| {
+            match &*key {
+                "group" => group = Some(r.string()?),
+                "version" => version = Some(r.string()?),
+                "kind" => kind = Some(r.string()?),
+                _ => r.skip()?,
+            }
+            Ok(())
+        })?;
+        let missing = |field| r.error(format!("kind: missing field `{field}`"));
+        Ok(Gvk {
+            group: group.ok_or_else(|| missing("group"))?,
+            version: version.ok_or_else(|| missing("version"))?,
+            kind: kind.ok_or_else(|| missing("kind"))?,
+        })
+    }
+}
+
+/// kube-core's `Operation`, by its wire name.
+fn read_operation(r: &mut Reader<'_>) -> json::Result<Operation> {
+    match &*r.string()? {
+        "CREATE" => Ok(Operation::Create),
+        "UPDATE" => Ok(Operation::Update),
+        "DELETE" => Ok(Operation::Delete),
+        "CONNECT" => Ok(Operation::Connect),
+        other => Err(r.error(format!("unknown operation `{other}`"))),
+    }
 }
 
 /// The AdmissionReview sent back. kube-core has an `AdmissionResponse`, but it writes `patch`
@@ -334,9 +429,9 @@ fn not_a_pod(group: &str, version: &str, kind: &str) -> String {
     format!("gracegate: only Pods are mutated, not {group}/{version} {kind}")
 }
 
-fn pod_name<'a>(pod: &PodView) -> Cow<'a, str> {
+fn pod_name<'a>(pod: &PodView<'a>) -> Cow<'a, str> {
     match (&pod.metadata.name, &pod.metadata.generate_name) {
-        (Some(name), _) => Cow::Owned(name.clone()),
+        (Some(name), _) => name.clone(),
         (None, Some(prefix)) => Cow::Owned(format!("{prefix}*")),
         (None, None) => Cow::Borrowed(""),
     }
@@ -345,7 +440,7 @@ fn pod_name<'a>(pod: &PodView) -> Cow<'a, str> {
 /// The body did not parse as a review of a Pod. If it is still a review with a request uid —
 /// another kind, or a pod gracegate cannot read — allow it unchanged and say why; otherwise
 /// it is a bad request.
-fn fail_open<'a>(body: &[u8], pod_error: &serde_json::Error) -> Result<Reviewed<'a>, BadReview> {
+fn fail_open<'a>(body: &[u8], pod_error: &json::Error) -> Result<Reviewed<'a>, BadReview> {
     let value: Value =
         serde_json::from_slice(body).map_err(|e| BadReview(format!("body is not JSON: {e}")))?;
     if let Ok(review) = serde_json::from_value::<AdmissionReview<DynamicObject>>(value.clone())

@@ -8,6 +8,7 @@ mod drain_wait;
 mod limits;
 mod ports;
 mod properties;
+mod reading;
 mod rollout_lab;
 mod rotation;
 mod rotation_load;

@@ -13,7 +13,7 @@ use std::sync::Arc;
 
 use gracegate::inject::{PrestopAction, Settings};
 use gracegate::objects::NamespaceObjects;
-use gracegate::webhook::review::review;
+use gracegate::webhook::review::{parse, parse_serde, review};
 use proptest::prelude::*;
 use proptest::test_runner::TestCaseError;
 use serde_json::{Value, json};
@@ -274,6 +274,8 @@ fn world() -> World {
 
 fn answer(body: &Value, settings: &Settings, objects: &NamespaceObjects) -> Value {
     let bytes = serde_json::to_vec(body).unwrap();
+    // gracegate's reader reads what serde_json's derive reads.
+    assert_eq!(parse(&bytes).unwrap(), parse_serde(&bytes).unwrap());
     let reviewed = review(&bytes, settings, |_| objects.clone()).expect("a review is answered");
     serde_json::to_value(&reviewed.review).unwrap()
 }
