@@ -30,6 +30,9 @@ pub const MAX_DEPTH: usize = 128;
 #[derive(Debug)]
 pub struct Reader<'a> {
     bytes: &'a [u8],
+    /// The whole text when it is valid UTF-8 (checked once, word by word): strings are then
+    /// sliced from it without checking each. Otherwise each string read is checked.
+    text: Option<&'a str>,
     at: usize,
 }
 
@@ -60,7 +63,11 @@ const fn table(stops: &[u8]) -> [bool; 256] {
 
 impl<'a> Reader<'a> {
     pub fn new(bytes: &'a [u8]) -> Self {
-        Reader { bytes, at: 0 }
+        Reader {
+            bytes,
+            text: std::str::from_utf8(bytes).ok(),
+            at: 0,
+        }
     }
 
     /// An error at the current position (for what the caller found wrong with a value).
@@ -204,7 +211,12 @@ impl<'a> Reader<'a> {
             i += 1;
         }
         match bytes.get(i) {
-            Some(b'"') => match std::str::from_utf8(&bytes[start..i]) {
+            // Both ends are quotes, so on char boundaries: the slice of checked text is found.
+            Some(b'"') => match self
+                .text
+                .and_then(|t| t.get(start..i))
+                .map_or_else(|| std::str::from_utf8(&bytes[start..i]), Ok)
+            {
                 Ok(s) => {
                     self.at = i + 1;
                     Ok(Cow::Borrowed(s))
@@ -457,6 +469,17 @@ impl<'a> Reader<'a> {
 /// Past the closing quote of a string whose content starts at `i`.
 fn skip_string_at(bytes: &[u8], mut i: usize) -> Option<usize> {
     loop {
+        // Eight bytes at a time while none is a quote or a backslash, then byte by byte.
+        while let Some(word) = bytes
+            .get(i..i + 8)
+            .and_then(|w| <[u8; 8]>::try_from(w).ok())
+        {
+            let word = u64::from_le_bytes(word);
+            if has_byte(word, b'"') | has_byte(word, b'\\') != 0 {
+                break;
+            }
+            i += 8;
+        }
         while i < bytes.len() && !STRING_END[bytes[i] as usize] {
             i += 1;
         }
@@ -465,6 +488,15 @@ fn skip_string_at(bytes: &[u8], mut i: usize) -> Option<usize> {
             _ => i += 2, // a backslash and the byte it escapes
         }
     }
+}
+
+/// Non-zero when some byte of `word` is `byte` (the classic "has zero byte" test on
+/// `word ^ byte…byte`: exact as a yes or no for the word, though not for which byte).
+const fn has_byte(word: u64, byte: u8) -> u64 {
+    const ONES: u64 = u64::from_ne_bytes([0x01; 8]);
+    const HIGHS: u64 = u64::from_ne_bytes([0x80; 8]);
+    let x = word ^ (ONES * byte as u64);
+    x.wrapping_sub(ONES) & !x & HIGHS
 }
 
 #[cfg(test)]

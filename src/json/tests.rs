@@ -220,3 +220,54 @@ fn a_number_that_serde_reads_as_an_integer_reads_the_same() {
         assert_eq!(Reader::new(text.as_bytes()).i64().ok(), v.as_i64());
     }
 }
+
+#[test]
+fn the_word_test_finds_a_byte_in_every_lane() {
+    for lane in 0..8 {
+        for byte in [b'"', b'\\'] {
+            let mut word = [b'a'; 8];
+            word[lane] = byte;
+            let w = u64::from_le_bytes(word);
+            assert_ne!(has_byte(w, byte), 0, "{lane} {byte}");
+        }
+    }
+    // Bytes next to the sought one (0x21, 0x23, 0x5b, 0x5d) and high bytes are not it.
+    let w = u64::from_le_bytes(*b"!#[]\xff\x80\x00a");
+    assert_eq!(has_byte(w, b'"') | has_byte(w, b'\\'), 0);
+}
+
+#[test]
+fn strings_of_every_length_are_skipped_and_read_with_a_quote_or_escape_anywhere() {
+    for len in 0..40 {
+        for at in 0..len {
+            for special in ["\\\"", "\\\\", "\\u00e9", "é"] {
+                let mut s: String = "x".repeat(len);
+                s.replace_range(at..at + 1, special);
+                let text = format!("\"{s}\" ");
+                assert_eq!(skipped(&text), Ok(text.len() - 1), "{text}");
+                let expected: String = serde_json::from_str(&text).unwrap();
+                assert_eq!(Reader::new(text.as_bytes()).string().unwrap(), expected);
+            }
+        }
+    }
+}
+
+#[test]
+fn invalid_utf8_elsewhere_does_not_stop_a_valid_string() {
+    // The text as a whole is not UTF-8: each string read is checked on its own.
+    let text = b"[\"\xff\", \"ok\"]";
+    let mut r = Reader::new(text);
+    let mut read = Vec::new();
+    r.array(|r| {
+        match r.string() {
+            Ok(s) => read.push(s.into_owned()),
+            Err(e) => {
+                read.push(e.what.into_owned());
+                r.skip()?;
+            }
+        }
+        Ok(())
+    })
+    .unwrap();
+    assert_eq!(read, ["invalid UTF-8 in a string", "ok"]);
+}
