@@ -7,9 +7,10 @@
 //!   what gracegate did before it read only the fields it needs (`inject::PodView`);
 //! * the steps of a review: `body` (the body out of an HTTP body of 16 KiB frames, as
 //!   TLS records deliver it), `parse`, `lookup` (the namespace's objects), `plan`, `patch`
-//!   (the JSONPatch as JSON), `answer` (the AdmissionReview written out), and what three of
-//!   them were: `body_copied` (each frame copied onto a growing `Vec`), `parse_serde` (the
-//!   same types read by serde_json's derive) and `answer_serde`;
+//!   (the JSONPatch written as JSON), `answer` (the AdmissionReview written out), and what
+//!   four of them were: `body_copied` (each frame copied onto a growing `Vec`),
+//!   `parse_serde` (the same types read by serde_json's derive), `patch_serde` (the
+//!   JSONPatch built as `serde_json` values, then serialised) and `answer_serde`;
 //! * `review`: gracegate's whole answer (parse, lookup, plan, patch, answer written);
 //! * `handler`: `POST /mutate` through the router with the HTTPS port's limits, everything
 //!   but TLS and HTTP.
@@ -27,7 +28,7 @@ use gracegate::cluster::{Cluster, Objects};
 use gracegate::inject::Settings;
 use gracegate::metrics::Metrics;
 use gracegate::webhook::conn::{BodyLimit, InFlight};
-use gracegate::webhook::review::{parse, parse_serde, review};
+use gracegate::webhook::review::{PATCH_CAPACITY, parse, parse_serde, review};
 use gracegate::webhook::{Context, Health, MAX_BODY_BYTES, ReviewLimits, read_body};
 use k8s_openapi::api::core::v1::Pod;
 use kube::core::admission::AdmissionReview;
@@ -150,7 +151,12 @@ fn bench(c: &mut Criterion) {
         let objects = cluster.objects("game-2048");
         let plan = gracegate::inject::plan(&pod, &objects, &settings);
         let reviewed = review(&body, &settings, |ns| cluster.objects(ns)).unwrap();
-        let steps: [(&str, (usize, usize)); 8] = [
+        let patch = |plan: &gracegate::inject::Plan| {
+            let mut out = Vec::with_capacity(PATCH_CAPACITY);
+            plan.write_patch(&mut out);
+            out
+        };
+        let steps: [(&str, (usize, usize)); 9] = [
             (
                 "body",
                 allocations(|| runtime.block_on(read_body(framed(&body), MAX_BODY_BYTES, None))),
@@ -162,8 +168,9 @@ fn bench(c: &mut Criterion) {
                 "plan",
                 allocations(|| gracegate::inject::plan(&pod, &objects, &settings)),
             ),
+            ("patch", allocations(|| patch(&plan))),
             (
-                "patch",
+                "patch_serde",
                 allocations(|| serde_json::to_vec(&plan.patch()).unwrap()),
             ),
             ("answer", allocations(|| reviewed.review.to_json())),
@@ -178,7 +185,7 @@ fn bench(c: &mut Criterion) {
             ),
         ];
         for (step, (count, bytes)) in steps {
-            println!("  {label:5} {step:7} {count:4} {bytes:7}");
+            println!("  {label:5} {step:11} {count:4} {bytes:7}");
         }
         // The body built outside, as hyper hands it over.
         let request = post(&body);
@@ -189,7 +196,7 @@ fn bench(c: &mut Criterion) {
                 response
             })
         });
-        println!("  {label:5} handler {count:4} {bytes:7}");
+        println!("  {label:5} handler     {count:4} {bytes:7}");
 
         let mut group = c.benchmark_group(label);
         group.throughput(Throughput::Bytes(body.len() as u64));
@@ -242,7 +249,9 @@ fn bench(c: &mut Criterion) {
         group.bench_function("plan", |b| {
             b.iter(|| gracegate::inject::plan(black_box(&pod), &objects, &settings))
         });
-        group.bench_function("patch", |b| {
+        group.bench_function("patch", |b| b.iter(|| patch(black_box(&plan))));
+        // Before: `serde_json::Value`s in a `json_patch::Patch`, then serialised.
+        group.bench_function("patch_serde", |b| {
             b.iter(|| serde_json::to_vec(&black_box(&plan).patch()).unwrap())
         });
         group.bench_function("answer", |b| {

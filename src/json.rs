@@ -10,8 +10,13 @@
 //! since nothing in it is used. The types built on it (`inject::PodView`,
 //! `webhook::review::PodReview`) are tested to read every recorded review as serde_json
 //! reads it.
+//!
+//! [`write`] is the other direction: strings, JSON Pointer tokens and integers written as
+//! serde_json writes them, for the JSONPatch and the answer.
 
 use std::borrow::Cow;
+
+pub mod write;
 
 /// Where reading stopped, and why.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]

@@ -1,6 +1,8 @@
+use super::waiter::{ContainerAdd, ENV_VARS, ListAdd, WaiterAdd};
 use super::*;
 use crate::elb::LoadBalancerKind;
 use k8s_openapi::api::core::v1::{ExecAction, SleepAction};
+use proptest::prelude::*;
 use rstest::rstest;
 use serde_json::json;
 use std::sync::Arc;
@@ -508,4 +510,251 @@ fn the_kind_before_the_facts(
         unmeasured_nlb,
         "{s:?}"
     );
+}
+
+// === The JSONPatch written as text ===
+
+/// `Plan::write_patch` against its reference, serde's writing of `Plan::patch`.
+fn assert_written_as_serde(plan: &Plan) {
+    // Appended to what the buffer already holds.
+    let mut written = b"[0,".to_vec();
+    plan.write_patch(&mut written);
+    let serde = serde_json::to_vec(&plan.patch()).unwrap();
+    assert_eq!(
+        String::from_utf8(written[3..].to_vec()).unwrap(),
+        String::from_utf8(serde).unwrap()
+    );
+}
+
+/// Strings JSON and JSON Pointer have to escape, or must not.
+const ODD: &str = "a~b/c~1\"d\\e\n\t\u{1}\u{1f}\u{7f}é😀\u{2028}";
+
+fn waiter_add(
+    init: Option<ListAdd>,
+    volume: Option<ListAdd>,
+    containers: Vec<ContainerAdd>,
+) -> WaiterAdd {
+    WaiterAdd {
+        init,
+        volume,
+        containers,
+        command: waiter::command(
+            "https://gracegate.gracegate-system.svc",
+            300,
+            "-----BEGIN CERTIFICATE-----\nMIIB\"x\"\n-----END CERTIFICATE-----\n",
+        ),
+        image: format!("registry.example/{ODD}:1"),
+    }
+}
+
+fn container_add(
+    index: usize,
+    mount: Option<ListAdd>,
+    env: &[&'static str],
+    env_list: ListAdd,
+) -> ContainerAdd {
+    ContainerAdd {
+        index,
+        mount,
+        env: env.to_vec(),
+        env_list,
+    }
+}
+
+fn prestop(index: usize, has_lifecycle: bool) -> PrestopAdd {
+    PrestopAdd {
+        index,
+        has_lifecycle,
+    }
+}
+
+const ALL_ENV: [&str; 3] = [ENV_VARS[0].0, ENV_VARS[1].0, ENV_VARS[2].0];
+
+/// Each operation the plan writes, alone and together, against serde.
+#[rstest]
+#[case::empty(Plan::default())]
+#[case::gates_new_list(Plan { gates: vec![GATE.into(), "p/two".into()], ..Plan::default() })]
+#[case::gates_appended(Plan { gates: vec![GATE.into(), "p/two".into()], has_gates: true, ..Plan::default() })]
+#[case::odd_gate_names(Plan { gates: vec![ODD.into(), String::new()], ..Plan::default() })]
+#[case::sleeps(Plan {
+    prestops: vec![prestop(0, false), prestop(11, true)],
+    prestop_seconds: 40,
+    prestop_action: Some(PrestopAction::Sleep),
+    ..Plan::default()
+})]
+#[case::exec_sleeps(Plan {
+    prestops: vec![prestop(1, true), prestop(2, false)],
+    prestop_seconds: u32::MAX,
+    prestop_action: Some(PrestopAction::Exec),
+    ..Plan::default()
+})]
+#[case::grace_added(Plan { grace: Some((None, 70)), ..Plan::default() })]
+#[case::grace_replaced(Plan { grace: Some((Some(30), i64::MAX)), ..Plan::default() })]
+#[case::annotation_map(Plan { source_annotation: Some((AnnotationAdd::Map, "deregistration-delay")), ..Plan::default() })]
+#[case::annotation_key(Plan { source_annotation: Some((AnnotationAdd::Key, ODD)), ..Plan::default() })]
+#[case::annotation_replaced(Plan { source_annotation: Some((AnnotationAdd::Replace, "nlb-default")), ..Plan::default() })]
+#[case::waiter_lists(Plan {
+    waiter: Some(waiter_add(
+        Some(ListAdd::List),
+        Some(ListAdd::List),
+        vec![container_add(0, Some(ListAdd::List), &ALL_ENV, ListAdd::List)],
+    )),
+    prestops: vec![prestop(0, false)],
+    prestop_seconds: 300,
+    prestop_action: Some(PrestopAction::Sleep),
+    ..Plan::default()
+})]
+#[case::waiter_items(Plan {
+    waiter: Some(waiter_add(
+        Some(ListAdd::Item),
+        Some(ListAdd::Item),
+        vec![
+            container_add(0, Some(ListAdd::Item), &ALL_ENV[1..], ListAdd::Item),
+            container_add(3, None, &[], ListAdd::Item),
+            container_add(4, None, &ALL_ENV[..1], ListAdd::List),
+        ],
+    )),
+    prestops: vec![prestop(0, true), prestop(4, false)],
+    prestop_seconds: 300,
+    prestop_action: Some(PrestopAction::Exec),
+    ..Plan::default()
+})]
+#[case::waiter_already_there(Plan {
+    waiter: Some(waiter_add(None, None, vec![])),
+    ..Plan::default()
+})]
+#[case::everything(Plan {
+    gates: vec![GATE.into()],
+    has_gates: true,
+    waiter: Some(waiter_add(
+        Some(ListAdd::Item),
+        None,
+        vec![container_add(1, Some(ListAdd::List), &ALL_ENV, ListAdd::Item)],
+    )),
+    prestops: vec![prestop(1, true)],
+    prestop_seconds: 120,
+    prestop_action: Some(PrestopAction::Sleep),
+    source_annotation: Some((AnnotationAdd::Key, "drain-wait")),
+    grace: Some((Some(30), 150)),
+    ..Plan::default()
+})]
+fn the_patch_is_written_as_serde_writes_it(#[case] plan: Plan) {
+    assert_written_as_serde(&plan);
+}
+
+/// The plans `plan` makes for the test pod (as it is, with another source annotation, with
+/// a gate of its own), in each mode.
+#[rstest]
+fn planned_patches_are_written_as_serde_writes_them(
+    #[values(PrestopAction::Sleep, PrestopAction::Exec)] action: PrestopAction,
+    #[values(DrainMode::Sleep, DrainMode::Wait)] mode: DrainMode,
+    #[values(0, 1, 2)] variant: usize,
+) {
+    let settings = Settings {
+        prestop_action: action,
+        drain: DrainSettings {
+            mode,
+            ca_pem: Some("-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n".into()),
+            ..DrainSettings::default()
+        },
+        ..Settings::default()
+    };
+    let p = match variant {
+        0 => pod(APP, &[]),
+        1 => pod(APP, &[("gracegate.io/prestop-source", "default")]),
+        _ => with_gate(pod(APP, &[]), "target-health.elbv2.k8s.aws/other"),
+    };
+    let plan = plan(&p, &objects(|_| {}), &settings);
+    assert!(!plan.is_empty(), "{plan:?}");
+    assert_written_as_serde(&plan);
+}
+
+fn odd_string() -> impl Strategy<Value = String> {
+    prop_oneof![
+        any::<String>(),
+        "[a-z~/\"\\\\\n\u{1}é-]{0,12}",
+        Just(GATE.to_string()),
+    ]
+}
+
+fn list_add() -> impl Strategy<Value = ListAdd> {
+    prop_oneof![Just(ListAdd::List), Just(ListAdd::Item)]
+}
+
+fn any_waiter() -> impl Strategy<Value = WaiterAdd> {
+    let container = (
+        0usize..12,
+        proptest::option::of(list_add()),
+        proptest::sample::subsequence(ALL_ENV.to_vec(), 0..=3),
+        list_add(),
+    )
+        .prop_map(|(index, mount, env, env_list)| ContainerAdd {
+            index,
+            mount,
+            env,
+            env_list,
+        });
+    (
+        proptest::option::of(list_add()),
+        proptest::option::of(list_add()),
+        proptest::collection::vec(container, 0..3),
+        proptest::collection::vec(odd_string(), 0..5),
+        odd_string(),
+    )
+        .prop_map(|(init, volume, containers, command, image)| WaiterAdd {
+            init,
+            volume,
+            containers,
+            command,
+            image,
+        })
+}
+
+fn any_plan() -> impl Strategy<Value = Plan> {
+    let annotation = proptest::option::of((
+        prop_oneof![
+            Just(AnnotationAdd::Map),
+            Just(AnnotationAdd::Key),
+            Just(AnnotationAdd::Replace)
+        ],
+        proptest::sample::select(vec!["deregistration-delay", "nlb-default", ODD, ""]),
+    ));
+    (
+        (proptest::collection::vec(odd_string(), 0..4), any::<bool>()),
+        proptest::collection::vec((0usize..12, any::<bool>()), 0..4),
+        any::<u32>(),
+        proptest::option::of(prop_oneof![
+            Just(PrestopAction::Sleep),
+            Just(PrestopAction::Exec)
+        ]),
+        annotation,
+        proptest::option::of((proptest::option::of(any::<i64>()), any::<i64>())),
+        proptest::option::of(any_waiter()),
+    )
+        .prop_map(
+            |((gates, has_gates), prestops, seconds, action, annotation, grace, waiter)| Plan {
+                gates,
+                has_gates,
+                prestops: prestops
+                    .into_iter()
+                    .map(|(index, has_lifecycle)| prestop(index, has_lifecycle))
+                    .collect(),
+                prestop_seconds: seconds,
+                prestop_action: action,
+                source_annotation: annotation,
+                grace,
+                waiter,
+                ..Plan::default()
+            },
+        )
+}
+
+proptest! {
+    #[test]
+    fn any_plans_patch_is_written_as_serde_writes_it(plan in any_plan()) {
+        let mut written = Vec::new();
+        plan.write_patch(&mut written);
+        let serde = serde_json::to_vec(&plan.patch()).unwrap();
+        prop_assert_eq!(String::from_utf8(written).unwrap(), String::from_utf8(serde).unwrap());
+    }
 }
