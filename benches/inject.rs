@@ -13,7 +13,11 @@
 //!   JSONPatch built as `serde_json` values, then serialised) and `answer_serde`;
 //! * `review`: gracegate's whole answer (parse, lookup, plan, patch, answer written);
 //! * `handler`: `POST /mutate` through the router with the HTTPS port's limits, everything
-//!   but TLS and HTTP.
+//!   but TLS and HTTP;
+//! * `log`: the `info` line of the patched 4 KB review (`webhook::log_review`) through the
+//!   subscriber `--log-format` installs, written to a sink (the `write` to stderr is not in
+//!   it), against what the line was (`*_before`), without the timer, with a plain level
+//!   filter instead of `EnvFilter`, and filtered out.
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::hint::black_box;
@@ -26,14 +30,16 @@ use axum::body::Body;
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use gracegate::cluster::{Cluster, Objects};
 use gracegate::inject::Settings;
+use gracegate::logging::{LogFormat, dispatch};
 use gracegate::metrics::Metrics;
 use gracegate::webhook::conn::{BodyLimit, InFlight};
-use gracegate::webhook::review::{PATCH_CAPACITY, parse, parse_serde, review};
-use gracegate::webhook::{Context, Health, MAX_BODY_BYTES, ReviewLimits, read_body};
+use gracegate::webhook::review::{PATCH_CAPACITY, Reviewed, parse, parse_serde, review};
+use gracegate::webhook::{Context, Health, MAX_BODY_BYTES, ReviewLimits, log_review, read_body};
 use k8s_openapi::api::core::v1::Pod;
 use kube::core::admission::AdmissionReview;
 use serde_json::{Value, json};
 use tower::ServiceExt;
+use tracing_subscriber::EnvFilter;
 
 /// The system allocator, counting calls and bytes.
 struct Counting;
@@ -197,6 +203,25 @@ fn bench(c: &mut Criterion) {
             })
         });
         println!("  {label:5} handler     {count:4} {bytes:7}");
+        if label == "small" {
+            let plain = dispatch(
+                LogFormat::Plain,
+                false,
+                EnvFilter::new("info"),
+                std::io::sink,
+            );
+            tracing::dispatcher::with_default(&plain, || {
+                for (step, log) in [
+                    ("log", log_review as fn(&Reviewed)),
+                    ("log_before", log_before),
+                ] {
+                    // The first line sets up the formatter's thread-local buffer.
+                    log(&reviewed);
+                    let (count, bytes) = allocations(|| log(&reviewed));
+                    println!("  {label:5} {step:11} {count:4} {bytes:7}");
+                }
+            });
+        }
 
         let mut group = c.benchmark_group(label);
         group.throughput(Throughput::Bytes(body.len() as u64));
@@ -277,7 +302,97 @@ fn bench(c: &mut Criterion) {
             )
         });
         group.finish();
+        if label == "small" {
+            log_line(c, &reviewed);
+        }
     }
+}
+
+/// The review's log line as it was before it recorded only the fields that say something:
+/// all 14, strings through `Cow`'s `Display`, the warnings as `Debug`.
+fn log_before(reviewed: &Reviewed) {
+    let s = &reviewed.summary;
+    tracing::info!(
+        uid = %s.uid, kind = %s.kind, namespace = %s.namespace, pod = %s.pod,
+        dry_run = s.dry_run, outcome = reviewed.outcome.as_str(),
+        skip = s.skip.unwrap_or(""), gates = s.gates, prestops = s.prestops,
+        grace = s.grace, prestop_seconds = s.prestop_seconds,
+        prestop_source = s.prestop_source.unwrap_or(""), warnings = s.warnings,
+        answered_warnings = ?reviewed.review.response.warnings,
+        "review"
+    );
+}
+
+/// The log line of a patched review under each subscriber. Each subscriber is made only
+/// for its own benchmark: tracing caches a call site's interest over all live ones.
+fn log_line(c: &mut Criterion, reviewed: &Reviewed) {
+    type Variant = (&'static str, fn() -> tracing::Dispatch, fn(&Reviewed));
+    fn plain() -> tracing::Dispatch {
+        dispatch(
+            LogFormat::Plain,
+            false,
+            EnvFilter::new("info"),
+            std::io::sink,
+        )
+    }
+    fn json() -> tracing::Dispatch {
+        dispatch(
+            LogFormat::Json,
+            false,
+            EnvFilter::new("info"),
+            std::io::sink,
+        )
+    }
+    let variants: [Variant; 7] = [
+        ("plain", plain, log_review),
+        ("plain_before", plain, log_before),
+        ("json", json, log_review),
+        ("json_before", json, log_before),
+        (
+            "plain_no_timer",
+            || {
+                tracing_subscriber::fmt()
+                    .with_env_filter(EnvFilter::new("info"))
+                    .with_ansi(false)
+                    .without_time()
+                    .with_writer(std::io::sink)
+                    .finish()
+                    .into()
+            },
+            log_review,
+        ),
+        (
+            "plain_level_filter",
+            || {
+                tracing_subscriber::fmt()
+                    .with_max_level(tracing::Level::INFO)
+                    .with_ansi(false)
+                    .with_writer(std::io::sink)
+                    .finish()
+                    .into()
+            },
+            log_review,
+        ),
+        (
+            "filtered_out",
+            || {
+                dispatch(
+                    LogFormat::Plain,
+                    false,
+                    EnvFilter::new("warn"),
+                    std::io::sink,
+                )
+            },
+            log_review,
+        ),
+    ];
+    let mut group = c.benchmark_group("log");
+    for (name, subscriber, log) in variants {
+        tracing::dispatcher::with_default(&subscriber(), || {
+            group.bench_function(name, |b| b.iter(|| log(black_box(reviewed))));
+        });
+    }
+    group.finish();
 }
 
 criterion_group!(benches, bench);

@@ -5,12 +5,16 @@
 //! Stdout is left to commands' results (`audit`, `certs`).
 //!
 //! Field names are the same in every message, so JSON logs can be filtered on them: `pod`,
-//! `namespace`, `target_group` (the target group's name or ARN), `reason`, `error`.
+//! `namespace`, `target_group` (the target group's name or ARN), `reason`, `error`. A
+//! review's line adds `uid`, `outcome` and, when they say something, what it changed
+//! (`webhook::log_review`).
 
 use std::ffi::OsStr;
 use std::io::IsTerminal;
 
+use tracing::Dispatch;
 use tracing_subscriber::EnvFilter;
+use tracing_subscriber::fmt::MakeWriter;
 
 /// Whether plain logs may use colour.
 pub fn ansi(stderr_is_terminal: bool, no_color: Option<&OsStr>) -> bool {
@@ -27,17 +31,26 @@ pub enum LogFormat {
 
 pub fn init(format: LogFormat) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let ansi = ansi(
+        std::io::stderr().is_terminal(),
+        std::env::var_os("NO_COLOR").as_deref(),
+    );
+    // Set once, at start: a second subscriber would be a bug.
+    tracing::dispatcher::set_global_default(dispatch(format, ansi, filter, std::io::stderr))
+        .expect("the global subscriber is set once");
+}
+
+/// The subscriber [`init`] installs, writing to `writer` (the benchmarks give it a sink).
+pub fn dispatch<W>(format: LogFormat, ansi: bool, filter: EnvFilter, writer: W) -> Dispatch
+where
+    W: for<'w> MakeWriter<'w> + Send + Sync + 'static,
+{
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+        .with_writer(writer);
     match format {
-        LogFormat::Plain => builder
-            .with_ansi(ansi(
-                std::io::stderr().is_terminal(),
-                std::env::var_os("NO_COLOR").as_deref(),
-            ))
-            .init(),
-        LogFormat::Json => builder.json().flatten_event(true).init(),
+        LogFormat::Plain => builder.with_ansi(ansi).finish().into(),
+        LogFormat::Json => builder.json().flatten_event(true).finish().into(),
     }
 }
 
