@@ -1,5 +1,5 @@
 use anyhow::Context as _;
-use gracegate::cli::{Command, LogFormat};
+use gracegate::cli::Command;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
@@ -9,7 +9,8 @@ async fn main() -> anyhow::Result<()> {
         .map_err(|_| anyhow::anyhow!("a rustls crypto provider was already installed"))?;
     // Help says `kubectl gracegate` when run as the plugin `kubectl-gracegate`.
     let cli = gracegate::plugin::parse();
-    init_logging(cli.log_format);
+    // Held to the end: dropping it writes out the last batch of log lines.
+    let logs = gracegate::logging::init(cli.log_format);
     match cli.command {
         Command::Webhook(args) => gracegate::serve::run_webhook(args)
             .await
@@ -21,6 +22,7 @@ async fn main() -> anyhow::Result<()> {
         Command::Audit(args) => {
             let code = gracegate::audit::shell::run(args).await.context("audit")?;
             if code != 0 {
+                drop(logs);
                 std::process::exit(code);
             }
         }
@@ -43,8 +45,4 @@ async fn main() -> anyhow::Result<()> {
         }
     }
     Ok(())
-}
-
-fn init_logging(format: LogFormat) {
-    gracegate::logging::init(format);
 }

@@ -82,8 +82,20 @@ fn wait_for(port: u16, path: &str) -> String {
     }
 }
 
+/// Stop the webhook as the kubelet does, with SIGTERM: it ends on its own, writing out its
+/// last batch of log lines (SIGKILL would drop them). Killed if it has not ended in 30 s.
 fn stop(mut child: Child) -> String {
-    let _ = child.kill();
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while child.try_wait().ok().flatten().is_none() {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
     let _ = child.wait();
     let mut stderr = String::new();
     child
