@@ -101,3 +101,18 @@ fn a_broken_body_says_where(#[case] body: &[u8], #[case] what: &str) {
     assert_eq!(error.what, what);
     assert!(error.at <= body.len());
 }
+
+/// serde's derive also reads a struct from an array of its fields and an enum from a one-key
+/// map; no API server writes either, and the reader refuses both: the webhook then allows the
+/// pod unchanged (bad_input.rs), as for any pod it cannot read.
+#[rstest]
+#[case::struct_as_array("/request/kind", json!(["", "v1", "Pod"]))]
+#[case::enum_as_map("/request/operation", json!({"CREATE": null}))]
+fn serde_spellings_no_api_server_writes(#[case] pointer: &str, #[case] value: Value) {
+    let mut review = recorded("create-deployment-pod.json");
+    let (parent, key) = pointer.rsplit_once('/').unwrap();
+    review.pointer_mut(parent).unwrap()[key] = value;
+    let body = serde_json::to_vec(&review).unwrap();
+    assert!(parse_serde(&body).is_ok());
+    assert!(parse(&body).is_err());
+}
