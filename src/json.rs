@@ -84,10 +84,7 @@ impl<'a> Reader<'a> {
     }
 
     fn fail<T>(&self, what: &'static str) -> Result<T> {
-        Err(Error {
-            what: Cow::Borrowed(what),
-            at: self.at,
-        })
+        Err(self.error(what))
     }
 
     /// The next byte that is not whitespace, not consumed.
@@ -316,21 +313,17 @@ impl<'a> Reader<'a> {
 
     fn hex4(&mut self, i: usize) -> Result<u32> {
         let digits = self.bytes.get(i..i + 4).unwrap_or_default();
-        let mut n = 0u32;
-        for &d in digits {
-            let v = match d {
-                b'0'..=b'9' => d - b'0',
-                b'a'..=b'f' => d - b'a' + 10,
-                b'A'..=b'F' => d - b'A' + 10,
-                _ => break,
-            };
-            n = n * 16 + u32::from(v);
-        }
-        if digits.len() == 4 && digits.iter().all(u8::is_ascii_hexdigit) {
-            Ok(n)
-        } else {
-            self.at = i;
-            self.fail("invalid \\u escape")
+        let value = (digits.len() == 4)
+            .then(|| {
+                (digits.iter()).try_fold(0, |n, &d| Some(n * 16 + char::from(d).to_digit(16)?))
+            })
+            .flatten();
+        match value {
+            Some(n) => Ok(n),
+            None => {
+                self.at = i;
+                self.fail("invalid \\u escape")
+            }
         }
     }
 

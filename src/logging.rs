@@ -143,8 +143,9 @@ impl<W: Write> Batched<W> {
         self.lock().write_out();
     }
 
-    /// The bytes waiting to be written (for tests).
-    pub fn pending(&self) -> usize {
+    /// The bytes waiting to be written.
+    #[cfg(test)]
+    fn pending(&self) -> usize {
         self.lock().lines.len()
     }
 }
