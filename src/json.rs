@@ -16,6 +16,7 @@
 
 use std::borrow::Cow;
 
+mod blocks;
 pub mod write;
 
 /// Where reading stopped, and why.
@@ -415,8 +416,22 @@ impl<'a> Reader<'a> {
         }
     }
 
-    /// Skips an object or array, looking only at quotes, backslashes and brackets.
+    /// Skips an object or array, looking only at quotes, backslashes and brackets: a block
+    /// of 64 bytes at a time ([`blocks`]), byte by byte where that one steps aside (for
+    /// the exact error).
     fn skip_nested(&mut self) -> Result<()> {
+        match blocks::skip_nested(self.bytes, self.at) {
+            Some(end) => {
+                self.at = end;
+                Ok(())
+            }
+            None => self.skip_nested_bytewise(),
+        }
+    }
+
+    /// Skips an object or array one byte at a time: the reference [`blocks`] is tested
+    /// against, and the one that says what is wrong with a value.
+    fn skip_nested_bytewise(&mut self) -> Result<()> {
         let bytes = self.bytes;
         let mut open = [0u8; MAX_DEPTH];
         let mut depth = 0;

@@ -149,7 +149,7 @@ fn trailing_characters_are_an_error() {
     assert_eq!(r.end().unwrap_err().what, "trailing characters");
 }
 
-fn any_value() -> impl Strategy<Value = Value> {
+pub(super) fn any_value() -> impl Strategy<Value = Value> {
     let leaf = prop_oneof![
         Just(Value::Null),
         any::<bool>().prop_map(Value::from),
