@@ -17,6 +17,7 @@
 use std::borrow::Cow;
 
 mod blocks;
+mod runs;
 pub mod write;
 
 /// Where reading stopped, and why.
@@ -44,18 +45,6 @@ pub struct Reader<'a> {
 
 /// Bytes that end a run of skipped bytes outside strings.
 const STRUCTURAL: [bool; 256] = table(b"\"{}[]");
-/// Bytes that end a run of plain bytes inside a string that is skipped.
-const STRING_END: [bool; 256] = table(b"\"\\");
-/// The same for a string that is read, which may not hold control characters.
-const STRING_STOP: [bool; 256] = {
-    let mut t = table(b"\"\\");
-    let mut c = 0;
-    while c < 0x20 {
-        t[c] = true;
-        c += 1;
-    }
-    t
-};
 
 const fn table(stops: &[u8]) -> [bool; 256] {
     let mut t = [false; 256];
@@ -209,10 +198,7 @@ impl<'a> Reader<'a> {
         }
         let bytes = self.bytes;
         let start = self.at + 1;
-        let mut i = start;
-        while i < bytes.len() && !STRING_STOP[bytes[i] as usize] {
-            i += 1;
-        }
+        let i = runs::run_end::<true>(bytes, start);
         match bytes.get(i) {
             // Both ends are quotes, so on char boundaries: the slice of checked text is found.
             Some(b'"') => match self
@@ -482,34 +468,12 @@ impl<'a> Reader<'a> {
 /// Past the closing quote of a string whose content starts at `i`.
 fn skip_string_at(bytes: &[u8], mut i: usize) -> Option<usize> {
     loop {
-        // Eight bytes at a time while none is a quote or a backslash, then byte by byte.
-        while let Some(word) = bytes
-            .get(i..i + 8)
-            .and_then(|w| <[u8; 8]>::try_from(w).ok())
-        {
-            let word = u64::from_le_bytes(word);
-            if has_byte(word, b'"') | has_byte(word, b'\\') != 0 {
-                break;
-            }
-            i += 8;
-        }
-        while i < bytes.len() && !STRING_END[bytes[i] as usize] {
-            i += 1;
-        }
+        i = runs::run_end::<false>(bytes, i);
         match bytes.get(i)? {
             b'"' => return Some(i + 1),
             _ => i += 2, // a backslash and the byte it escapes
         }
     }
-}
-
-/// Non-zero when some byte of `word` is `byte` (the classic "has zero byte" test on
-/// `word ^ byte…byte`: exact as a yes or no for the word, though not for which byte).
-const fn has_byte(word: u64, byte: u8) -> u64 {
-    const ONES: u64 = u64::from_ne_bytes([0x01; 8]);
-    const HIGHS: u64 = u64::from_ne_bytes([0x80; 8]);
-    let x = word ^ (ONES * byte as u64);
-    x.wrapping_sub(ONES) & !x & HIGHS
 }
 
 #[cfg(test)]

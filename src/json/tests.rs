@@ -222,21 +222,6 @@ fn a_number_that_serde_reads_as_an_integer_reads_the_same() {
 }
 
 #[test]
-fn the_word_test_finds_a_byte_in_every_lane() {
-    for lane in 0..8 {
-        for byte in [b'"', b'\\'] {
-            let mut word = [b'a'; 8];
-            word[lane] = byte;
-            let w = u64::from_le_bytes(word);
-            assert_ne!(has_byte(w, byte), 0, "{lane} {byte}");
-        }
-    }
-    // Bytes next to the sought one (0x21, 0x23, 0x5b, 0x5d) and high bytes are not it.
-    let w = u64::from_le_bytes(*b"!#[]\xff\x80\x00a");
-    assert_eq!(has_byte(w, b'"') | has_byte(w, b'\\'), 0);
-}
-
-#[test]
 fn strings_of_every_length_are_skipped_and_read_with_a_quote_or_escape_anywhere() {
     for len in 0..40 {
         for at in 0..len {
