@@ -20,7 +20,15 @@ pub fn escaped(out: &mut Vec<u8>, s: &str) {
     const HEX: &[u8; 16] = b"0123456789abcdef";
     let bytes = s.as_bytes();
     let mut start = 0;
-    for (i, &b) in bytes.iter().enumerate() {
+    loop {
+        // The bytes to escape are the ones a string read may not hold as they are: the
+        // plain run up to the next one is found 16 bytes at a time.
+        let i = super::runs::run_end::<true>(bytes, start);
+        out.extend_from_slice(&bytes[start..i]);
+        let Some(&b) = bytes.get(i) else {
+            return;
+        };
+        start = i + 1;
         let short = match b {
             b'"' => b'"',
             b'\\' => b'\\',
@@ -29,19 +37,14 @@ pub fn escaped(out: &mut Vec<u8>, s: &str) {
             b'\n' => b'n',
             0x0c => b'f',
             b'\r' => b'r',
-            0x00..=0x1f => b'u',
-            _ => continue,
+            _ => {
+                let hex = [HEX[usize::from(b >> 4)], HEX[usize::from(b & 0xf)]];
+                out.extend_from_slice(&[b'\\', b'u', b'0', b'0', hex[0], hex[1]]);
+                continue;
+            }
         };
-        out.extend_from_slice(&bytes[start..i]);
-        start = i + 1;
-        if short == b'u' {
-            let hex = [HEX[usize::from(b >> 4)], HEX[usize::from(b & 0xf)]];
-            out.extend_from_slice(&[b'\\', b'u', b'0', b'0', hex[0], hex[1]]);
-        } else {
-            out.extend_from_slice(&[b'\\', short]);
-        }
+        out.extend_from_slice(&[b'\\', short]);
     }
-    out.extend_from_slice(&bytes[start..]);
 }
 
 /// A JSON Pointer reference token (RFC 6901 §3: `~` as `~0`, `/` as `~1`), JSON-escaped, as
@@ -95,6 +98,23 @@ mod tests {
             written(|out| string(out, s)),
             serde_json::to_string(s).unwrap()
         );
+    }
+
+    /// A byte to escape at every position of strings around the 16-byte scan.
+    #[test]
+    fn strings_of_every_length_as_serde_writes_them() {
+        for len in 0..40 {
+            for at in 0..len {
+                for special in ['"', '\\', '\n', '\u{1}', '\u{1f}', '\u{7f}', 'é'] {
+                    let mut s: String = "x".repeat(len);
+                    s.replace_range(at..at + 1, special.encode_utf8(&mut [0; 4]));
+                    assert_eq!(
+                        written(|out| string(out, &s)),
+                        serde_json::to_string(&s).unwrap()
+                    );
+                }
+            }
+        }
     }
 
     #[rstest]
