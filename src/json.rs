@@ -403,16 +403,16 @@ impl<'a> Reader<'a> {
     }
 
     /// Skips an object or array, looking only at quotes, backslashes and brackets: a block
-    /// of 64 bytes at a time ([`blocks`]), byte by byte where that one steps aside (for
-    /// the exact error).
+    /// of 64 bytes at a time ([`blocks`]) where SSE2 builds its masks, byte by byte where
+    /// that one steps aside (for the exact error) and on other architectures (see
+    /// [`blocks`]).
     fn skip_nested(&mut self) -> Result<()> {
-        match blocks::skip_nested(self.bytes, self.at) {
-            Some(end) => {
-                self.at = end;
-                Ok(())
-            }
-            None => self.skip_nested_bytewise(),
+        #[cfg(all(target_arch = "x86_64", target_feature = "sse2"))]
+        if let Some(end) = blocks::skip_nested(self.bytes, self.at) {
+            self.at = end;
+            return Ok(());
         }
+        self.skip_nested_bytewise()
     }
 
     /// Skips an object or array one byte at a time: the reference [`blocks`] is tested
