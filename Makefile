@@ -160,8 +160,10 @@ install-bin:
 release:
 	$(CARGO) build --release --locked
 
-## bench: every benchmark (see BENCHMARKS.md); installs the load generator oha first. The
-## last, benches/webhook_ab.sh, prints gracegate's same-run ratio to the floor server for the
+## bench: every benchmark (see BENCHMARKS.md); installs the load generator oha first. With
+## valgrind on PATH, benches/review_instructions.sh counts the instructions per review of
+## gracegate and the floor (exact, unlike the wall-clock runs). The last,
+## benches/webhook_ab.sh, prints gracegate's same-run ratio to the floor server for the
 ## 4 KB and 26 KB reviews (wrk when it is on PATH, else oha; BASE=binary and
 ## KUBE_EXAMPLE=binary add a baseline and the kube-rs admission example to the same run).
 BENCH_TOOLS ?= .bench-tools
@@ -174,6 +176,8 @@ bench: $(BENCH_TOOLS)/bin/oha
 	$(CARGO) bench --locked --bench first_review
 	$(CARGO) bench --locked --bench drain_waits
 	OHA=$(abspath $(BENCH_TOOLS))/bin/oha benches/webhook_load.sh
+	@if command -v valgrind >/dev/null; then benches/review_instructions.sh; \
+	  else echo "valgrind is not on PATH: no instructions per review"; fi
 	OHA=$(abspath $(BENCH_TOOLS))/bin/oha BUILD=0 benches/webhook_ab.sh
 
 $(BENCH_TOOLS)/bin/oha:

@@ -67,9 +67,14 @@ run() { # NAME REVIEWS BODY COMMAND...: one profiled server answering REVIEWS re
   valgrind --tool=callgrind --callgrind-out-file="$OUT/$name.$n.callgrind" "$@" \
     >"$OUT/$name.$n.log" 2>&1 &
   local pid=$!
-  python3 "$OUT/client.py" "$n" "$body" "$PORT"
-  kill -TERM "$pid"
+  local answered=0
+  python3 "$OUT/client.py" "$n" "$body" "$PORT" || answered=$?
+  kill -TERM "$pid" 2>/dev/null || true
   wait "$pid" || true
+  if [ "$answered" != 0 ]; then
+    echo "$name did not answer $n reviews: see $OUT/$name.$n.log" >&2
+    exit 1
+  fi
 }
 
 export RUST_LOG=${RUST_LOG:-info}
