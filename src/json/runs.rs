@@ -30,12 +30,7 @@ pub(super) fn bytewise<const CONTROL: bool>(bytes: &[u8], mut i: usize) -> usize
 }
 
 /// Bytes that end a run inside a string that is skipped.
-const STRING_END: [bool; 256] = {
-    let mut t = [false; 256];
-    t[b'"' as usize] = true;
-    t[b'\\' as usize] = true;
-    t
-};
+const STRING_END: [bool; 256] = super::table(b"\"\\");
 
 /// The same for a string that is read, which may not hold control characters.
 const STRING_STOP: [bool; 256] = {
@@ -136,43 +131,27 @@ mod tests {
 
     /// Each scan, finished byte by byte as [`run_end`] does, against the table alone.
     fn agree(text: &[u8], start: usize) -> Result<(), String> {
-        for control in [false, true] {
-            let reference = if control {
-                bytewise::<true>(text, start)
-            } else {
-                bytewise::<false>(text, start)
-            };
-            let mut scans = vec![(
-                "words",
-                if control {
-                    bytewise::<true>(text, words::run_end::<true>(text, start))
-                } else {
-                    bytewise::<false>(text, words::run_end::<false>(text, start))
-                },
-            )];
-            #[cfg(all(target_arch = "x86_64", target_feature = "sse2"))]
-            scans.push((
-                "sse2",
-                if control {
-                    bytewise::<true>(text, sse2::run_end::<true>(text, start))
-                } else {
-                    bytewise::<false>(text, sse2::run_end::<false>(text, start))
-                },
-            ));
-            scans.push((
-                "run_end",
-                if control {
-                    run_end::<true>(text, start)
-                } else {
-                    run_end::<false>(text, start)
-                },
-            ));
-            for (scan, end) in scans {
-                if end != reference {
-                    return Err(format!(
-                        "{scan} (control {control}) from {start}: {end}, the table: {reference}"
-                    ));
-                }
+        agree_for::<false>(text, start)?;
+        agree_for::<true>(text, start)
+    }
+
+    fn agree_for<const CONTROL: bool>(text: &[u8], start: usize) -> Result<(), String> {
+        let reference = bytewise::<CONTROL>(text, start);
+        let mut scans = vec![(
+            "words",
+            bytewise::<CONTROL>(text, words::run_end::<CONTROL>(text, start)),
+        )];
+        #[cfg(all(target_arch = "x86_64", target_feature = "sse2"))]
+        scans.push((
+            "sse2",
+            bytewise::<CONTROL>(text, sse2::run_end::<CONTROL>(text, start)),
+        ));
+        scans.push(("run_end", run_end::<CONTROL>(text, start)));
+        for (scan, end) in scans {
+            if end != reference {
+                return Err(format!(
+                    "{scan} (control {CONTROL}) from {start}: {end}, the table: {reference}"
+                ));
             }
         }
         Ok(())

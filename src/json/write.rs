@@ -37,6 +37,7 @@ pub fn escaped(out: &mut Vec<u8>, s: &str) {
             b'\n' => b'n',
             0x0c => b'f',
             b'\r' => b'r',
+            // The other control characters: nothing else ends a run.
             _ => {
                 let hex = [HEX[usize::from(b >> 4)], HEX[usize::from(b & 0xf)]];
                 out.extend_from_slice(&[b'\\', b'u', b'0', b'0', hex[0], hex[1]]);
