@@ -432,7 +432,7 @@ fn not_a_pod(group: &str, version: &str, kind: &str) -> String {
 fn pod_name<'a>(pod: &PodView<'a>) -> Cow<'a, str> {
     match (&pod.metadata.name, &pod.metadata.generate_name) {
         (Some(name), _) => name.clone(),
-        (None, Some(prefix)) => Cow::Owned(format!("{prefix}*")),
+        (None, Some(prefix)) => Cow::Owned([prefix.as_ref(), "*"].concat()),
         (None, None) => Cow::Borrowed(""),
     }
 }
