@@ -291,10 +291,7 @@ impl<'a> ResponseReview<'a> {
             .patch
             .as_ref()
             .map_or(0, |p| base64::encoded_len(p.len(), true).unwrap_or(0));
-        let warnings_len: usize = r.warnings.iter().map(|w| w.len() + 8).sum();
-        let mut out = Vec::with_capacity(
-            112 + self.api_version.len() + r.uid.len() + patch_len + warnings_len,
-        );
+        let mut out = Vec::with_capacity(self.json_len());
         out.extend_from_slice(b"{\"apiVersion\":");
         json_str(&mut out, &self.api_version);
         out.extend_from_slice(b",\"kind\":");
@@ -331,6 +328,23 @@ impl<'a> ResponseReview<'a> {
         }
         out.extend_from_slice(b"}}");
         out
+    }
+
+    /// The length of [`Self::to_json`]'s text when no string needs an escape: the buffer
+    /// never grows then (it did, by a copy of the whole answer, when this was short).
+    fn json_len(&self) -> usize {
+        let r = &self.response;
+        let patch_len = r
+            .patch
+            .as_ref()
+            .map_or(0, |p| base64::encoded_len(p.len(), true).unwrap_or(0));
+        const KEYS: usize = r#"{"apiVersion":"","kind":"","response":{"uid":"","allowed":false,"patch":"","patchType":"","warnings":[]}}"#.len();
+        KEYS + self.api_version.len()
+            + self.kind.len()
+            + r.uid.len()
+            + patch_len
+            + r.patch_type.map_or(0, str::len)
+            + r.warnings.iter().map(|w| w.len() + 3).sum::<usize>()
     }
 }
 
@@ -652,8 +666,18 @@ mod tests {
                 warnings,
             },
         };
+        let json = answer.to_json();
+        if !answer
+            .response
+            .warnings
+            .iter()
+            .any(|w| w.contains(['"', '\n']))
+        {
+            // Sized up front: the buffer did not grow.
+            assert_eq!(json.capacity(), answer.json_len());
+        }
         assert_eq!(
-            String::from_utf8(answer.to_json()).unwrap(),
+            String::from_utf8(json).unwrap(),
             serde_json::to_string(&answer).unwrap()
         );
     }
