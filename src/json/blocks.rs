@@ -164,8 +164,36 @@ impl Strings {
     }
 
     /// The bytes escaped by a backslash, and the backslashes that escape (not themselves
-    /// escaped). Backslashes are rare in Kubernetes objects: visited one by one.
+    /// escaped), without visiting them: a run of backslashes escapes every other byte
+    /// after its start, so which bytes depends only on where each run starts, odd or even.
+    /// Adding a run's odd start to the run carries through it and leaves its end marked;
+    /// the carry out of bit 63 is a backslash that escapes the next block's first byte.
+    /// (The technique of simdjson, Langdale and Lemire, "Parsing Gigabytes of JSON per
+    /// Second", 2019.) The 26 KB review's `managedFields` hold ~580 backslashes
+    /// (`k:{\"name\":…}` keys): they were visited one by one.
     fn escapes(&mut self, backslash: u64) -> (u64, u64) {
+        let carried = u64::from(std::mem::take(&mut self.escaping));
+        if backslash == 0 {
+            return (carried, 0);
+        }
+        const EVEN: u64 = 0x5555_5555_5555_5555;
+        // A backslash escaped from the previous block escapes nothing.
+        let backslash = backslash & !carried;
+        // The bytes after a backslash: the ones a run may escape.
+        let follows = backslash << 1 | carried;
+        // Runs that start on an odd bit become, added to their start, a bit past their end;
+        // runs that start on an even bit stay as they are.
+        let odd_starts = backslash & !EVEN & !follows;
+        let (even_runs, carry) = odd_starts.overflowing_add(backslash);
+        self.escaping = carry;
+        // After an even start the odd bits are escaped, after an odd start the even bits.
+        let escaped = (EVEN ^ even_runs << 1) & follows;
+        (escaped, backslash & !escaped)
+    }
+
+    /// [`Strings::escapes`] one backslash at a time: the reference it is tested against.
+    #[cfg(test)]
+    fn escapes_one_by_one(&mut self, backslash: u64) -> (u64, u64) {
         let mut escaped = u64::from(self.escaping);
         self.escaping = false;
         if backslash == 0 {

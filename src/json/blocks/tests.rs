@@ -164,3 +164,45 @@ proptest! {
         prop_assert_eq!(skip_nested(&text, 0), Some(text.len()));
     }
 }
+
+/// The escapes found without visiting the backslashes, against one at a time: the same
+/// escaped bytes, acting backslashes and carry, for every pattern of 16 bits at the start,
+/// middle and end of a block, with and without a carry in.
+#[test]
+fn escapes_are_the_one_by_one_escapes() {
+    for bits in 0..=u16::MAX {
+        for shift in [0, 1, 24, 47, 48] {
+            for carried in [false, true] {
+                same_escapes(u64::from(bits) << shift, carried);
+            }
+        }
+    }
+    same_escapes(u64::MAX, false);
+    same_escapes(u64::MAX, true);
+}
+
+fn same_escapes(backslash: u64, carried: bool) {
+    let mut fast = Strings {
+        escaping: carried,
+        ..Strings::default()
+    };
+    let mut reference = Strings {
+        escaping: carried,
+        ..Strings::default()
+    };
+    assert_eq!(
+        (fast.escapes(backslash), fast.escaping),
+        (reference.escapes_one_by_one(backslash), reference.escaping),
+        "{backslash:064b} carried {carried}"
+    );
+}
+
+proptest! {
+    #[test]
+    fn escapes_agree_on_any_block(a: u64, b: u64, carried: bool) {
+        // Runs of backslashes are the interesting case: dense masks have long ones.
+        same_escapes(a | b, carried);
+        same_escapes(a & b, carried);
+        same_escapes(a, carried);
+    }
+}
