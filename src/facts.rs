@@ -257,15 +257,29 @@ pub fn key(group: &TargetGroup) -> String {
         },
         TargetGroup::Name(name) => (name.as_str(), '_'),
     };
-    let mut k = String::with_capacity(raw.len().min(MAX_KEY_LENGTH) + 1);
-    // Every char written is ASCII, one byte: at most MAX_KEY_LENGTH chars.
-    for c in raw.chars().take(MAX_KEY_LENGTH) {
-        k.push(match c {
-            '/' => slash,
-            c if c.is_ascii_alphanumeric() || matches!(c, '-' | '.' | '_') => c,
-            _ => '_',
-        });
-    }
+    let allowed = |c: char| c.is_ascii_alphanumeric() || matches!(c, '-' | '.' | '_');
+    let mut k = if raw.is_ascii() {
+        // A byte is a char: mapped in one tight loop into a buffer of the exact size.
+        let bytes = raw.as_bytes()[..raw.len().min(MAX_KEY_LENGTH)].iter();
+        let mapped: Vec<u8> = bytes
+            .map(|&b| match char::from(b) {
+                '/' => slash as u8,
+                c if allowed(c) => b,
+                _ => b'_',
+            })
+            .collect();
+        String::from_utf8(mapped).unwrap_or_default()
+    } else {
+        // Every char written is ASCII, one byte: at most MAX_KEY_LENGTH chars.
+        raw.chars()
+            .take(MAX_KEY_LENGTH)
+            .map(|c| match c {
+                '/' => slash,
+                c if allowed(c) => c,
+                _ => '_',
+            })
+            .collect()
+    };
     if k.is_empty() || k == "." || k == ".." {
         k.insert(0, '_');
     }
@@ -415,6 +429,8 @@ mod tests {
     #[case(TargetGroup::Name("my-tg".into()), "my-tg")]
     #[case(TargetGroup::Arn("arn:odd/with spaces".into()), "arn_odd_with_spaces")]
     #[case(TargetGroup::Name("..".into()), "_..")]
+    #[case(TargetGroup::Name("a/".repeat(150)), &"a_".repeat(150)[..253])]
+    #[case(TargetGroup::Name("é".repeat(300)), &"_".repeat(253))]
     fn configmap_keys(#[case] group: TargetGroup, #[case] expected: &str) {
         assert_eq!(key(&group), expected);
         assert_eq!(key(&group), key_before(&group));
@@ -451,7 +467,7 @@ mod tests {
         fn keys_are_the_keys_written_before(
             head in "(arn:aws:elasticloadbalancing:[a-z0-9-]{0,12}:[0-9]{0,12})?",
             marker in proptest::bool::ANY,
-            rest in "([a-zA-Z0-9./_ :é\u{1F600}-]|\\.\\.){0,300}",
+            rest in "([a-zA-Z0-9./_ :é\u{1F600}-]|\\.\\.){0,300}|[a-zA-Z0-9./_ :-]{240,300}",
         ) {
             let text = if marker { format!("{head}:targetgroup/{rest}") } else { format!("{head}{rest}") };
             for group in [TargetGroup::Arn(text.clone()), TargetGroup::Name(text.clone())] {
