@@ -14,11 +14,12 @@
 //! Pure, like the rest of [`crate::inject`]: it only adds, and planning again on the patched
 //! pod adds nothing.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::LifecycleHandler;
 
-use super::pod::{ContainerView, PodSpecView};
+use super::pod::{ContainerView, Named, PodSpecView};
 use crate::timing::{self, Evidence, PrestopSource, Timing, TimingSettings};
 
 /// `gracegate.io/drain: "wait" | "sleep"` on a pod or its namespace; the pod's value wins.
@@ -205,7 +206,7 @@ pub enum ListAdd {
 
 impl ListAdd {
     /// How an item goes into `list`, which the pod may lack.
-    fn of<T>(list: &Option<Vec<T>>) -> ListAdd {
+    fn of<T>(list: &Option<T>) -> ListAdd {
         match list {
             Some(_) => ListAdd::Item,
             None => ListAdd::List,
@@ -287,7 +288,17 @@ pub fn plan(
                 c.name
             ));
         }
-        let add = container_add(index, c, ours);
+        let env = match &c.env {
+            Some(env) => env.names().map_err(|e| {
+                format!(
+                    "gracegate: could not read the env of container {} ({e}); no drain wait, \
+                     the preStop sleeps instead",
+                    c.name
+                )
+            })?,
+            None => Cow::Borrowed(&[][..]),
+        };
+        let add = container_add(index, c, ours, &env);
         if add.mount.is_some() || !add.env.is_empty() {
             containers.push(add);
         }
@@ -311,11 +322,11 @@ fn is_under(path: &str) -> bool {
     path == MOUNT_PATH || path.starts_with("/.gracegate/")
 }
 
-fn container_add(index: usize, c: &ContainerView, mounted: bool) -> ContainerAdd {
+fn container_add(index: usize, c: &ContainerView, mounted: bool, set: &[Named]) -> ContainerAdd {
     let env = ENV_VARS
         .iter()
         .map(|(name, _)| *name)
-        .filter(|name| !c.env.iter().flatten().any(|e| e.name == *name))
+        .filter(|name| !set.iter().any(|e| e.name == *name))
         .collect();
     ContainerAdd {
         index,
@@ -354,7 +365,7 @@ impl WaiterAdd {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::inject::{MountView, Named, VolumeView};
+    use crate::inject::{EnvList, MountView, VolumeView};
     use rstest::rstest;
 
     fn map(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
@@ -451,6 +462,33 @@ mod tests {
     fn a_mount_in_the_way_keeps_the_waiter_out(#[case] path: &str, #[case] ok: bool) {
         let got = plan(&spec_with_mount(path), &[0], 300, &drain());
         assert_eq!(got.is_ok(), ok, "{got:?}");
+    }
+
+    /// The env as the webhook's reader keeps it, its text: the variables the container
+    /// sets are not added again; a text that is not a list of named variables keeps the
+    /// waiter out, with the reason.
+    #[rstest]
+    #[case::none_set(r#"[{"name":"A","value":"x"}]"#, Ok(3))]
+    #[case::one_set(
+        r#"[{"name":"GRACEGATE_POD_UID","valueFrom":{"fieldRef":{"fieldPath":"metadata.uid"}}}]"#,
+        Ok(2)
+    )]
+    #[case::all_set(r#"[{"name":"GRACEGATE_POD_NAME"},{"name":"GRACEGATE_POD_NAMESPACE"},{"name":"GRACEGATE_POD_UID"}]"#, Ok(0))]
+    #[case::empty("[]", Ok(3))]
+    #[case::not_objects("[1]", Err("could not read the env of container app"))]
+    #[case::not_a_list(r#"{"name":"A"}"#, Err("could not read the env of container app"))]
+    fn env_text_is_read_for_the_waiter(#[case] text: &str, #[case] want: Result<usize, &str>) {
+        let mut spec = spec_with_mount("/data");
+        spec.containers[0].env = Some(EnvList::Text(text.as_bytes()));
+        let got = plan(&spec, &[0], 300, &drain());
+        match (got, want) {
+            (Ok(Some(add)), Ok(lacking)) => {
+                assert_eq!(add.containers[0].env.len(), lacking);
+                assert_eq!(add.containers[0].env_list, ListAdd::Item);
+            }
+            (Err(e), Err(why)) => assert!(e.contains(why), "{e}"),
+            (got, want) => panic!("{got:?}, wanted {want:?}"),
+        }
     }
 
     #[test]

@@ -767,4 +767,30 @@ mod tests {
         let second = review(&body, &settings, |ns| cluster.objects(ns)).unwrap();
         assert_eq!(second.review.response.patch, None, "{name}");
     }
+
+    /// A container's env is kept as its text, and read (for the drain wait) as serde reads it.
+    #[test]
+    fn env_is_kept_as_text_and_reads_as_serde_reads_it() {
+        let body = fixture("create-deployment-pod-large.json");
+        fn containers(review: PodReview<'_>) -> Vec<crate::inject::EnvList<'_>> {
+            let spec = review.request.unwrap().object.unwrap().spec.unwrap();
+            spec.containers
+                .into_iter()
+                .map(|c| c.env.unwrap())
+                .collect()
+        }
+        let read = containers(parse(&body).unwrap());
+        let by_serde = containers(parse_serde(&body).unwrap());
+        assert_eq!(read.len(), 3);
+        for (env, reference) in read.iter().zip(&by_serde) {
+            assert!(matches!(env, crate::inject::EnvList::Text(_)), "{env:?}");
+            assert!(
+                matches!(reference, crate::inject::EnvList::Names(_)),
+                "{reference:?}"
+            );
+            let names = env.names().unwrap();
+            assert_eq!(names.len(), 42);
+            assert_eq!(names, reference.names().unwrap());
+        }
+    }
 }
