@@ -276,12 +276,12 @@ impl Decimal {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::{Arc, Mutex};
     use std::time::Duration;
 
     use tracing_subscriber::EnvFilter;
 
     use super::*;
+    use crate::logging::captured::Captured;
 
     // === UtcTime ===
 
@@ -368,7 +368,7 @@ mod tests {
     where
         N: for<'w> tracing_subscriber::fmt::FormatFields<'w> + Send + Sync + 'static,
     {
-        let lines = Lines::default();
+        let lines = Captured::default();
         let out = lines.clone();
         let subscriber = tracing_subscriber::fmt()
             .with_env_filter(EnvFilter::new("trace"))
@@ -378,22 +378,7 @@ mod tests {
             .with_writer(move || out.clone())
             .finish();
         tracing::subscriber::with_default(subscriber, f);
-        let text = lines.0.lock().unwrap().clone();
-        String::from_utf8(text).unwrap()
-    }
-
-    /// The lines written, kept.
-    #[derive(Clone, Default)]
-    struct Lines(Arc<Mutex<Vec<u8>>>);
-
-    impl std::io::Write for Lines {
-        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
-            self.0.lock().unwrap().extend_from_slice(bytes);
-            Ok(bytes.len())
-        }
-        fn flush(&mut self) -> std::io::Result<()> {
-            Ok(())
-        }
+        lines.text()
     }
 
     /// Both field formatters on the same events: the same text, plain and in colour.

@@ -23,6 +23,8 @@ use tracing::{Dispatch, Level, Metadata};
 use tracing_subscriber::EnvFilter;
 use tracing_subscriber::fmt::MakeWriter;
 
+#[cfg(test)]
+pub(crate) mod captured;
 mod format;
 
 pub use format::{PlainFields, PlainVisitor, UtcTime};
@@ -241,6 +243,7 @@ impl<W: Write> Write for BatchWriter<'_, W> {
 
 #[cfg(test)]
 mod tests {
+    use super::captured::Captured;
     use super::*;
 
     #[test]
@@ -252,32 +255,7 @@ mod tests {
         assert!(!ansi(false, Some(OsStr::new("1"))));
     }
 
-    /// A sink the tests read back: the bytes written, and how many writes.
-    #[derive(Clone, Debug, Default)]
-    struct Sink(Arc<Mutex<(Vec<u8>, usize)>>);
-
-    impl Write for Sink {
-        fn write(&mut self, bytes: &[u8]) -> io::Result<usize> {
-            let mut sink = self.0.lock().unwrap();
-            sink.0.extend_from_slice(bytes);
-            sink.1 += 1;
-            Ok(bytes.len())
-        }
-        fn flush(&mut self) -> io::Result<()> {
-            Ok(())
-        }
-    }
-
-    impl Sink {
-        fn text(&self) -> String {
-            String::from_utf8(self.0.lock().unwrap().0.clone()).unwrap()
-        }
-        fn writes(&self) -> usize {
-            self.0.lock().unwrap().1
-        }
-    }
-
-    fn logged(batched: &Batched<Sink>, f: impl FnOnce()) {
+    fn logged(batched: &Batched<Captured>, f: impl FnOnce()) {
         let dispatch = dispatch(
             LogFormat::Plain,
             false,
@@ -289,7 +267,7 @@ mod tests {
 
     #[test]
     fn info_lines_wait_and_a_warning_takes_them_out_in_order() {
-        let sink = Sink::default();
+        let sink = Captured::default();
         let batched = Batched::new(sink.clone());
         logged(&batched, || {
             tracing::info!(pod = "a", "first");
@@ -311,7 +289,7 @@ mod tests {
 
     #[test]
     fn a_full_batch_is_written_in_whole_lines() {
-        let sink = Sink::default();
+        let sink = Captured::default();
         let batched = Batched::new(sink.clone());
         let long = "x".repeat(1000);
         logged(&batched, || {
@@ -329,7 +307,7 @@ mod tests {
 
     #[test]
     fn the_flusher_writes_a_waiting_line_and_ends_with_the_last_handle() {
-        let sink = Sink::default();
+        let sink = Captured::default();
         let batched = Batched::new(sink.clone());
         batched.flush_every(Duration::from_millis(5));
         logged(&batched, || tracing::info!("waiting"));
@@ -354,7 +332,7 @@ mod tests {
     #[test]
     fn lines_carry_their_utc_time() {
         for format in [LogFormat::Plain, LogFormat::Json] {
-            let sink = Sink::default();
+            let sink = Captured::default();
             let batched = Batched::new(sink.clone());
             let dispatch = dispatch(format, false, EnvFilter::new("info"), batched.clone());
             tracing::dispatcher::with_default(&dispatch, || tracing::warn!("now"));
@@ -374,7 +352,7 @@ mod tests {
 
     #[test]
     fn a_line_of_unknown_level_is_written_at_once() {
-        let sink = Sink::default();
+        let sink = Captured::default();
         let batched = Batched::new(sink.clone());
         batched.make_writer().write_all(b"plain\n").unwrap();
         assert_eq!(sink.text(), "plain\n");

@@ -374,12 +374,12 @@ async fn metrics(State(context): State<Context>) -> Response {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::Mutex;
 
     use serde_json::Value;
 
     use super::*;
     use crate::cluster::Objects;
+    use crate::logging::captured::Captured;
     use crate::logging::{LogFormat, dispatch};
 
     /// The JSON lines `log_review` writes for the recorded review, changed by `edit`.
@@ -395,28 +395,16 @@ mod tests {
         let reviewed =
             review::review(&body, &Settings::default(), |ns| cluster.objects(ns)).unwrap();
 
-        let out = Arc::new(Mutex::new(Vec::new()));
+        let out = Captured::default();
         let sink = out.clone();
-        let writer = move || Captured(sink.clone());
+        let writer = move || sink.clone();
         let filter = tracing_subscriber::EnvFilter::new("info");
         let subscriber = dispatch(LogFormat::Json, false, filter, writer);
         tracing::dispatcher::with_default(&subscriber, || log_review(&reviewed));
-        let text = String::from_utf8(out.lock().unwrap().clone()).unwrap();
+        let text = out.text();
         text.lines()
             .map(|l| serde_json::from_str(l).unwrap())
             .collect()
-    }
-
-    struct Captured(Arc<Mutex<Vec<u8>>>);
-
-    impl std::io::Write for Captured {
-        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-            self.0.lock().unwrap().extend_from_slice(buf);
-            Ok(buf.len())
-        }
-        fn flush(&mut self) -> std::io::Result<()> {
-            Ok(())
-        }
     }
 
     /// Field names of the review's line, recorded only when they say something.
