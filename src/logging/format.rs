@@ -127,38 +127,49 @@ impl PlainVisitor<'_> {
         value: impl FnOnce(&mut Writer<'_>) -> fmt::Result,
         otherwise: impl FnOnce(&mut DefaultVisitor<'_>),
     ) {
-        let PlainVisitor::Plain {
-            writer,
-            is_empty,
-            result,
-        } = self
-        else {
-            if let PlainVisitor::Styled(v) = self {
-                otherwise(v);
-            }
-            return;
-        };
-        if result.is_err() {
-            return;
-        }
         let name = field.name();
-        if name == "message" || name.starts_with("r#") {
-            let mut v = DefaultVisitor::new(writer.by_ref(), *is_empty);
-            otherwise(&mut v);
-            *result = v.finish();
-            *is_empty = false;
-            return;
+        match self {
+            PlainVisitor::Plain {
+                writer,
+                is_empty,
+                result,
+            } if name != "message" && !name.starts_with("r#") => {
+                if result.is_err() {
+                    return;
+                }
+                let padded = if *is_empty {
+                    *is_empty = false;
+                    Ok(())
+                } else {
+                    writer.write_char(' ')
+                };
+                *result = padded
+                    .and_then(|()| writer.write_str(name))
+                    .and_then(|()| writer.write_char('='))
+                    .and_then(|()| value(writer));
+            }
+            _ => self.delegate(otherwise),
         }
-        let padded = if *is_empty {
-            *is_empty = false;
-            Ok(())
-        } else {
-            writer.write_char(' ')
-        };
-        *result = padded
-            .and_then(|()| writer.write_str(name))
-            .and_then(|()| writer.write_char('='))
-            .and_then(|()| value(writer));
+    }
+
+    /// Hand one field to `DefaultVisitor`: the styled one itself, or one over this writer
+    /// that starts where this visitor stands.
+    fn delegate(&mut self, f: impl FnOnce(&mut DefaultVisitor<'_>)) {
+        match self {
+            PlainVisitor::Styled(v) => f(v),
+            PlainVisitor::Plain {
+                writer,
+                is_empty,
+                result,
+            } => {
+                if result.is_ok() {
+                    let mut v = DefaultVisitor::new(writer.by_ref(), *is_empty);
+                    f(&mut v);
+                    *result = v.finish();
+                    *is_empty = false;
+                }
+            }
+        }
     }
 }
 
@@ -210,22 +221,7 @@ impl Visit for PlainVisitor<'_> {
 
     fn record_error(&mut self, field: &Field, value: &(dyn std::error::Error + 'static)) {
         // Errors and their sources are DefaultVisitor's to write, always.
-        let delegated = |v: &mut DefaultVisitor<'_>| v.record_error(field, value);
-        match self {
-            PlainVisitor::Styled(v) => delegated(v),
-            PlainVisitor::Plain {
-                writer,
-                is_empty,
-                result,
-            } => {
-                if result.is_ok() {
-                    let mut v = DefaultVisitor::new(writer.by_ref(), *is_empty);
-                    delegated(&mut v);
-                    *result = v.finish();
-                    *is_empty = false;
-                }
-            }
-        }
+        self.delegate(|v| v.record_error(field, value));
     }
 }
 
