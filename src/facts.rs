@@ -257,28 +257,19 @@ pub fn key(group: &TargetGroup) -> String {
         },
         TargetGroup::Name(name) => (name.as_str(), '_'),
     };
-    let allowed = |c: char| c.is_ascii_alphanumeric() || matches!(c, '-' | '.' | '_');
+    let keyed = |c: char| match c {
+        '/' => slash,
+        c if c.is_ascii_alphanumeric() || matches!(c, '-' | '.' | '_') => c,
+        _ => '_',
+    };
+    // Every char written is ASCII, one byte: at most MAX_KEY_LENGTH chars.
     let mut k = if raw.is_ascii() {
         // A byte is a char: mapped in one tight loop into a buffer of the exact size.
         let bytes = raw.as_bytes()[..raw.len().min(MAX_KEY_LENGTH)].iter();
-        let mapped: Vec<u8> = bytes
-            .map(|&b| match char::from(b) {
-                '/' => slash as u8,
-                c if allowed(c) => b,
-                _ => b'_',
-            })
-            .collect();
+        let mapped: Vec<u8> = bytes.map(|&b| keyed(char::from(b)) as u8).collect();
         String::from_utf8(mapped).unwrap_or_default()
     } else {
-        // Every char written is ASCII, one byte: at most MAX_KEY_LENGTH chars.
-        raw.chars()
-            .take(MAX_KEY_LENGTH)
-            .map(|c| match c {
-                '/' => slash,
-                c if allowed(c) => c,
-                _ => '_',
-            })
-            .collect()
+        raw.chars().take(MAX_KEY_LENGTH).map(keyed).collect()
     };
     if k.is_empty() || k == "." || k == ".." {
         k.insert(0, '_');
