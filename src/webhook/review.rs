@@ -287,11 +287,8 @@ impl<'a> ResponseReview<'a> {
     /// buffer sized up front: the patch is base64-encoded in place.
     pub fn to_json(&self) -> Vec<u8> {
         let r = &self.response;
-        let patch_len = r
-            .patch
-            .as_ref()
-            .map_or(0, |p| base64::encoded_len(p.len(), true).unwrap_or(0));
-        let mut out = Vec::with_capacity(self.json_len());
+        let patch_len = self.patch_len();
+        let mut out = Vec::with_capacity(self.json_len(patch_len));
         out.extend_from_slice(b"{\"apiVersion\":");
         json_str(&mut out, &self.api_version);
         out.extend_from_slice(b",\"kind\":");
@@ -330,14 +327,16 @@ impl<'a> ResponseReview<'a> {
         out
     }
 
+    /// The patch's length in base64.
+    fn patch_len(&self) -> usize {
+        (self.response.patch.as_ref())
+            .map_or(0, |p| base64::encoded_len(p.len(), true).unwrap_or(0))
+    }
+
     /// The length of [`Self::to_json`]'s text when no string needs an escape: the buffer
     /// never grows then (it did, by a copy of the whole answer, when this was short).
-    fn json_len(&self) -> usize {
+    fn json_len(&self, patch_len: usize) -> usize {
         let r = &self.response;
-        let patch_len = r
-            .patch
-            .as_ref()
-            .map_or(0, |p| base64::encoded_len(p.len(), true).unwrap_or(0));
         const KEYS: usize = r#"{"apiVersion":"","kind":"","response":{"uid":"","allowed":false,"patch":"","patchType":"","warnings":[]}}"#.len();
         KEYS + self.api_version.len()
             + self.kind.len()
@@ -674,7 +673,7 @@ mod tests {
             .any(|w| w.contains(['"', '\n']))
         {
             // Sized up front: the buffer did not grow.
-            assert_eq!(json.capacity(), answer.json_len());
+            assert_eq!(json.capacity(), answer.json_len(answer.patch_len()));
         }
         assert_eq!(
             String::from_utf8(json).unwrap(),
