@@ -23,8 +23,8 @@ pub mod waiter;
 
 pub use patch::{AnnotationAdd, Plan, PrestopAdd};
 pub use pod::{
-    ContainerView, EnvList, LifecycleView, MountView, Named, PodMeta, PodSpecView, PodView,
-    VolumeView,
+    ContainerView, EnvList, Item, LifecycleView, Listed, MountView, Named, PodMeta, PodSpecView,
+    PodView, VolumeView,
 };
 pub use waiter::{DrainMode, DrainSettings};
 

@@ -261,11 +261,19 @@ pub fn plan(
                 .to_string(),
         );
     }
-    let volume = spec
-        .volumes
-        .iter()
-        .flatten()
-        .find(|v| v.name == WAITER_NAME);
+    // The lists the reader kept as text are read here, the only place that looks at them;
+    // one that cannot be read keeps the waiter out (and the sleep in), it does not fail the
+    // review.
+    let volumes = match &spec.volumes {
+        Some(volumes) => volumes.items().map_err(|e| {
+            format!(
+                "gracegate: could not read the pod's volumes ({e}); no drain wait, the preStop \
+                 sleeps instead"
+            )
+        })?,
+        None => Cow::Borrowed(&[][..]),
+    };
+    let volume = volumes.iter().find(|v| v.name == WAITER_NAME);
     if volume.is_some_and(|v| v.empty_dir.is_none()) {
         return Err(format!(
             "gracegate: the pod has a volume {WAITER_NAME} that is not an emptyDir; no drain wait, \
@@ -277,7 +285,16 @@ pub fn plan(
         let Some(c) = spec.containers.get(index) else {
             continue;
         };
-        let mounts = c.volume_mounts.as_deref().unwrap_or_default();
+        let mounts = match &c.volume_mounts {
+            Some(mounts) => mounts.items().map_err(|e| {
+                format!(
+                    "gracegate: could not read the volume mounts of container {} ({e}); no \
+                     drain wait, the preStop sleeps instead",
+                    c.name
+                )
+            })?,
+            None => Cow::Borrowed(&[][..]),
+        };
         let ours = mounts
             .iter()
             .any(|m| m.name == WAITER_NAME && m.mount_path == MOUNT_PATH);
@@ -289,7 +306,7 @@ pub fn plan(
             ));
         }
         let env = match &c.env {
-            Some(env) => env.names().map_err(|e| {
+            Some(env) => env.items().map_err(|e| {
                 format!(
                     "gracegate: could not read the env of container {} ({e}); no drain wait, \
                      the preStop sleeps instead",
@@ -365,7 +382,7 @@ impl WaiterAdd {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::inject::{EnvList, MountView, VolumeView};
+    use crate::inject::{Listed, MountView, VolumeView};
     use rstest::rstest;
 
     fn map(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
@@ -436,10 +453,10 @@ mod tests {
         PodSpecView {
             containers: vec![ContainerView {
                 name: "app".into(),
-                volume_mounts: Some(vec![MountView {
+                volume_mounts: Some(Listed::Items(vec![MountView {
                     name: "data".into(),
                     mount_path: path.into(),
-                }]),
+                }])),
                 ..Default::default()
             }],
             ..Default::default()
@@ -479,12 +496,67 @@ mod tests {
     #[case::not_a_list(r#"{"name":"A"}"#, Err("could not read the env of container app"))]
     fn env_text_is_read_for_the_waiter(#[case] text: &str, #[case] want: Result<usize, &str>) {
         let mut spec = spec_with_mount("/data");
-        spec.containers[0].env = Some(EnvList::Text(text.as_bytes()));
+        spec.containers[0].env = Some(Listed::Text(text.as_bytes()));
         let got = plan(&spec, &[0], 300, &drain());
         match (got, want) {
             (Ok(Some(add)), Ok(lacking)) => {
                 assert_eq!(add.containers[0].env.len(), lacking);
                 assert_eq!(add.containers[0].env_list, ListAdd::Item);
+            }
+            (Err(e), Err(why)) => assert!(e.contains(why), "{e}"),
+            (got, want) => panic!("{got:?}, wanted {want:?}"),
+        }
+    }
+
+    /// The pod's volumes and a container's mounts as the webhook's reader keeps them, their
+    /// text: the waiter's own volume and mount are found in it, and a text that is not a
+    /// list of them keeps the waiter out with the reason instead of failing the review.
+    #[rstest]
+    #[case::none(None, None, Ok((true, true)))]
+    #[case::others(
+        Some(r#"[{"name":"data","emptyDir":{}}]"#),
+        Some(r#"[{"name":"data","mountPath":"/data","readOnly":true}]"#),
+        Ok((true, true))
+    )]
+    #[case::ours(
+        Some(r#"[{"name":"gracegate-waiter","emptyDir":{"medium":"Memory"}}]"#),
+        Some(r#"[{"name":"gracegate-waiter","mountPath":"/.gracegate"}]"#),
+        Ok((false, false))
+    )]
+    #[case::ours_not_an_empty_dir(
+        Some(r#"[{"name":"gracegate-waiter","hostPath":{"path":"/x"}}]"#),
+        None,
+        Err("has a volume gracegate-waiter that is not an emptyDir")
+    )]
+    #[case::mount_in_the_way(
+        None,
+        Some(r#"[{"name":"data","mountPath":"/.gracegate/x"}]"#),
+        Err("already mounts something at /.gracegate")
+    )]
+    #[case::volumes_not_objects(Some("[1]"), None, Err("could not read the pod's volumes"))]
+    #[case::volume_name_not_a_string(
+        Some(r#"[{"name":7}]"#),
+        None,
+        Err("could not read the pod's volumes")
+    )]
+    #[case::mounts_not_a_list(
+        None,
+        Some(r#"{"name":"data"}"#),
+        Err("could not read the volume mounts of container app")
+    )]
+    fn volume_and_mount_text_is_read_for_the_waiter(
+        #[case] volumes: Option<&str>,
+        #[case] mounts: Option<&str>,
+        #[case] want: Result<(bool, bool), &str>,
+    ) {
+        let mut spec = spec_with_mount("/data");
+        spec.volumes = volumes.map(|t| Listed::Text(t.as_bytes()));
+        spec.containers[0].volume_mounts = mounts.map(|t| Listed::Text(t.as_bytes()));
+        let got = plan(&spec, &[0], 300, &drain());
+        match (got, want) {
+            (Ok(Some(add)), Ok((volume, mount))) => {
+                assert_eq!(add.volume.is_some(), volume, "{add:?}");
+                assert_eq!(add.containers[0].mount.is_some(), mount, "{add:?}");
             }
             (Err(e), Err(why)) => assert!(e.contains(why), "{e}"),
             (got, want) => panic!("{got:?}, wanted {want:?}"),
@@ -502,10 +574,10 @@ mod tests {
     #[test]
     fn an_empty_dir_of_that_name_is_taken_for_ours() {
         let mut spec = spec_with_mount("/data");
-        spec.volumes = Some(vec![VolumeView {
+        spec.volumes = Some(Listed::Items(vec![VolumeView {
             name: WAITER_NAME.into(),
             empty_dir: Some(serde::de::IgnoredAny),
-        }]);
+        }]));
         spec.init_containers = Some(vec![Named {
             name: "other".into(),
         }]);

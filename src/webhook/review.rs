@@ -782,14 +782,14 @@ mod tests {
         let by_serde = containers(parse_serde(&body).unwrap());
         assert_eq!(read.len(), 3);
         for (env, reference) in read.iter().zip(&by_serde) {
-            assert!(matches!(env, crate::inject::EnvList::Text(_)), "{env:?}");
+            assert!(matches!(env, crate::inject::Listed::Text(_)), "{env:?}");
             assert!(
-                matches!(reference, crate::inject::EnvList::Names(_)),
+                matches!(reference, crate::inject::Listed::Items(_)),
                 "{reference:?}"
             );
-            let names = env.names().unwrap();
+            let names = env.items().unwrap();
             assert_eq!(names.len(), 42);
-            assert_eq!(names, reference.names().unwrap());
+            assert_eq!(names, reference.items().unwrap());
         }
     }
 }
