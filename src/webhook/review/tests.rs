@@ -256,3 +256,41 @@ fn env_is_kept_as_text_and_reads_as_serde_reads_it() {
         assert_eq!(names, reference.items().unwrap());
     }
 }
+
+/// The pod's volumes and the containers' mounts are kept as text too, and read (for the
+/// drain wait) as serde reads them.
+#[test]
+fn volumes_and_mounts_are_kept_as_text_and_read_as_serde_reads_them() {
+    let body = fixture("create-deployment-pod.json");
+    fn spec(review: PodReview<'_>) -> crate::inject::PodSpecView<'_> {
+        review.request.unwrap().object.unwrap().spec.unwrap()
+    }
+    let (read, by_serde) = (
+        spec(parse(&body).unwrap()),
+        spec(parse_serde(&body).unwrap()),
+    );
+    let volumes = read.volumes.as_ref().unwrap();
+    assert!(
+        matches!(volumes, crate::inject::Listed::Text(_)),
+        "{volumes:?}"
+    );
+    let (items, reference) = (volumes.items().unwrap(), by_serde.volumes.as_ref().unwrap());
+    assert!(matches!(reference, crate::inject::Listed::Items(_)));
+    assert!(!items.is_empty());
+    assert_eq!(items, reference.items().unwrap());
+    let mut mounted = 0;
+    for (c, reference) in read.containers.iter().zip(&by_serde.containers) {
+        let Some(mounts) = &c.volume_mounts else {
+            assert_eq!(reference.volume_mounts, None);
+            continue;
+        };
+        assert!(
+            matches!(mounts, crate::inject::Listed::Text(_)),
+            "{mounts:?}"
+        );
+        let reference = reference.volume_mounts.as_ref().unwrap().items().unwrap();
+        assert_eq!(mounts.items().unwrap(), reference);
+        mounted += reference.len();
+    }
+    assert!(mounted > 0);
+}
