@@ -1,7 +1,5 @@
 //! A [`Plan`] — what to add to one pod — and the JSONPatch that adds it.
 
-use std::io::Write;
-
 use json_patch::jsonptr::PointerBuf;
 use json_patch::{AddOperation, Patch, PatchOperation, ReplaceOperation};
 use serde_json::{Value, json};
@@ -10,7 +8,7 @@ use super::waiter::{
     ENV_VARS, IMAGE_WAITER_PATH, ListAdd, MOUNT_PATH, WAITER_NAME, WAITER_PATH, WaiterAdd,
 };
 use super::{PrestopAction, Skip};
-use crate::json::write::{integer, pointer_token, string};
+use crate::json::write::{Decimal, integer, pointer_token, string};
 use crate::timing::{ANNOTATION_PRESTOP_SOURCE, PrestopSource};
 
 /// How `gracegate.io/prestop-source` goes onto the pod.
@@ -358,8 +356,8 @@ impl Ops<'_> {
             match *token {
                 Key(key) => pointer_token(out, key),
                 Index(index) => {
-                    // Writing into a Vec cannot fail.
-                    let _ = write!(out, "{index}");
+                    let digits = Decimal::unsigned(index as u64);
+                    out.extend_from_slice(digits.as_str().as_bytes());
                 }
             }
         }

@@ -4,6 +4,8 @@
 use std::fmt;
 
 use tracing::field::{Field, Visit};
+
+use crate::json::write::Decimal;
 use tracing_subscriber::field::{MakeVisitor, VisitFmt, VisitOutput};
 use tracing_subscriber::fmt::format::{DefaultVisitor, Writer};
 use tracing_subscriber::fmt::time::FormatTime;
@@ -240,33 +242,6 @@ impl VisitFmt for PlainVisitor<'_> {
             PlainVisitor::Styled(v) => v.writer(),
             PlainVisitor::Plain { writer, .. } => writer,
         }
-    }
-}
-
-/// A `u64` in decimal digits, as `{:?}` writes it, without the formatting machinery.
-struct Decimal {
-    digits: [u8; 20],
-    start: usize,
-}
-
-impl Decimal {
-    fn unsigned(mut n: u64) -> Self {
-        let mut digits = [b'0'; 20];
-        let mut start = digits.len();
-        loop {
-            start -= 1;
-            digits[start] = b'0' + (n % 10) as u8;
-            n /= 10;
-            if n == 0 {
-                break;
-            }
-        }
-        Decimal { digits, start }
-    }
-
-    fn as_str(&self) -> &str {
-        // Only ASCII digits were written.
-        std::str::from_utf8(&self.digits[self.start..]).unwrap_or_default()
     }
 }
 
