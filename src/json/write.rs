@@ -220,22 +220,13 @@ mod tests {
             prop_assert_eq!(digits.as_str(), n.unsigned_abs().to_string());
         }
 
-        /// Tokens made of the bytes either escape changes, around plain runs.
+        /// Any string, and tokens made of the bytes either escape changes around plain runs
+        /// (which any string seldom holds).
         #[test]
-        fn pointer_tokens_of_escapes_as_json_patch_writes_them(
-            token in "([~/\"\\\\\u{0}-\u{1f}\u{7f}é😀]|[a-z]{1,20}){0,12}",
-        ) {
-            let serde = serde_json::to_string(&PointerBuf::from_tokens([token.as_str()])).unwrap();
-            let mine = written(|out| {
-                out.extend_from_slice(b"\"/");
-                pointer_token(out, &token);
-                out.push(b'"');
-            });
-            prop_assert_eq!(mine, serde);
-        }
-
-        #[test]
-        fn any_pointer_token_as_json_patch_writes_it(token in any::<String>()) {
+        fn any_pointer_token_as_json_patch_writes_it(token in prop_oneof![
+            any::<String>(),
+            "([~/\"\\\\\u{0}-\u{1f}\u{7f}é😀]|[a-z]{1,20}){0,12}",
+        ]) {
             let serde = serde_json::to_string(&PointerBuf::from_tokens([token.as_str()])).unwrap();
             let mine = written(|out| {
                 out.extend_from_slice(b"\"/");
