@@ -34,8 +34,9 @@ pub(super) fn skip_nested(bytes: &[u8], start: usize) -> Option<usize> {
     let mut stack: u128 = 0;
     let mut depth = 0;
     let mut base = start;
+    // Only the last block, past the text's end, is padded (with spaces: nothing of interest).
+    let mut padded = [b' '; BLOCK];
     while base < bytes.len() {
-        let mut padded = [b' '; BLOCK];
         let block: &[u8; BLOCK] = match bytes.get(base..base + BLOCK) {
             Some(block) => block.try_into().ok()?,
             None => {
@@ -46,13 +47,31 @@ pub(super) fn skip_nested(bytes: &[u8], start: usize) -> Option<usize> {
         };
         let masks = Masks::of(block);
         let in_string = strings.resolve(&masks)?;
-        let mut brackets = (masks.open | masks.close) & !in_string;
+        let (open, close) = (masks.open & !in_string, masks.close & !in_string);
+        let mut brackets = open | close;
+        // An empty object or array, `{}` or `[]` (half the brackets of a pod's
+        // `managedFields`), leaves the depth as it was: both brackets are dropped unvisited,
+        // a few instructions a pair instead of a visit each. Not the value's own opening
+        // bracket, whose closing one ends the value (bit 0 of the first block); not `{]` or
+        // `[}`, which are refused below; and not where a pair could be nested deeper than
+        // the byte-wise skipper allows (at most `BLOCK` opening brackets in a block).
+        if depth + BLOCK <= MAX_DEPTH {
+            let mut pairs = open & (close >> 1) & !u64::from(base == start);
+            while pairs != 0 {
+                let i = pairs.trailing_zeros() as usize;
+                pairs &= pairs - 1;
+                // `i` < 63 (`close >> 1` has no bit 63); `{` + 2 is `}`, `[` + 2 is `]`.
+                if block[i] + 2 == block[i + 1] {
+                    brackets &= !(0b11 << i);
+                }
+            }
+        }
         while brackets != 0 {
             let i = brackets.trailing_zeros() as usize;
             brackets &= brackets - 1;
             // `[` and `]` are `{` and `}` without the 0x20 bit.
             let square = u128::from(block[i] & 0x20 == 0);
-            if masks.open & (1 << i) != 0 {
+            if open & (1 << i) != 0 {
                 if depth == MAX_DEPTH {
                     return None;
                 }

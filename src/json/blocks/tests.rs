@@ -63,6 +63,10 @@ fn every_recorded_review_and_each_of_its_nested_values_agree() {
 #[case::escaped_backslash_then_quote(r#"["\\"]"#, Some(6))]
 #[case::three_backslashes(r#"["\\\"]"]"#, Some(9))]
 #[case::mismatched("[}", None)]
+#[case::empty_inside(r#"{"a":{},"b":[],"c":[{}]}"#, Some(24))]
+#[case::mismatched_inside("[{]}]", None)]
+#[case::mismatched_inside_square("[[}]", None)]
+#[case::pair_after_the_end("[] {}", Some(2))]
 #[case::unclosed("[[]", None)]
 #[case::unterminated_string(r#"["]"#, None)]
 #[case::backslash_outside_a_string(r#"[\"]"#, None)]
@@ -98,6 +102,37 @@ fn nesting_is_bounded_as_the_byte_wise_skipper_bounds_it() {
             skip_nested(text.as_bytes(), 0).is_some(),
             depth <= MAX_DEPTH
         );
+    }
+}
+
+/// Empty objects and arrays at the deepest level the byte-wise skipper allows, and one
+/// deeper: they are dropped unvisited only where that cannot hide a depth it refuses.
+#[test]
+fn empty_values_at_the_depth_bound_agree() {
+    for depth in [MAX_DEPTH - 1, MAX_DEPTH, MAX_DEPTH + 1] {
+        for pairs in ["{}", "[]", "{}[]{}", &"[]".repeat(40)] {
+            let text = "[".repeat(depth - 1) + pairs + &"]".repeat(depth - 1);
+            agrees(text.as_bytes(), 0);
+            assert_eq!(
+                skip_nested(text.as_bytes(), 0).is_some(),
+                depth <= MAX_DEPTH,
+                "{depth} {pairs}"
+            );
+        }
+    }
+}
+
+/// Empty, mismatched and unbalanced pairs at every offset around the block boundaries, in
+/// a value that starts at the text's start and in one that starts later.
+#[test]
+fn empty_values_across_blocks_agree() {
+    for pad in 0..BLOCK * 2 {
+        for inner in ["{}", "[]", "{]", "[}", "{}}", "[[]"] {
+            let text = format!("[\"{}\",{inner}]", "x".repeat(pad));
+            agrees(text.as_bytes(), 0);
+            let text = format!("{}{{\"a\":{inner}}}", " ".repeat(pad));
+            agrees(text.as_bytes(), pad);
+        }
     }
 }
 
