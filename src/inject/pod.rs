@@ -64,7 +64,7 @@ pub struct ContainerView<'a> {
 /// ([`Listed::items`]): a container's env, its volume mounts and the pod's volumes. Only the
 /// drain wait looks at them, and every review paid for reading them (a pod with 42
 /// variables: ~26,000 instructions read, ~3,000 skipped; the 4 KB review's volumes and
-/// mounts ~4,000 read, ~1,000 skipped; BENCHMARKS.md).
+/// mounts ~4,100 read, ~2,000 skipped; BENCHMARKS.md).
 #[derive(Clone, Debug)]
 pub enum Listed<'a, T> {
     /// The list's JSON text as the webhook's reader found it: skipped, so checked for
@@ -84,7 +84,9 @@ pub trait Item<'a>: Clone + Sized {
 
 impl<'a, T: Item<'a>> Listed<'a, T> {
     /// The items; an error when the text is not a list of such items (no API server sends
-    /// one: the pod was validated before it was stored, and a review's is the stored form).
+    /// one: the review's object is the typed pod encoded again, `VersionedObject` in
+    /// kubernetes/kubernetes `staging/src/k8s.io/apiserver/pkg/admission/plugin/webhook/
+    /// request/admissionreview.go`, so a volume's name is a string; a hand-made review may).
     pub fn items(&self) -> json::Result<Cow<'_, [T]>> {
         match self {
             Listed::Items(items) => Ok(Cow::Borrowed(items)),
