@@ -356,8 +356,7 @@ impl Ops<'_> {
             match *token {
                 Key(key) => pointer_token(out, key),
                 Index(index) => {
-                    let digits = Decimal::unsigned(index as u64);
-                    out.extend_from_slice(digits.as_str().as_bytes());
+                    out.extend_from_slice(Decimal::unsigned(index as u64).as_bytes());
                 }
             }
         }

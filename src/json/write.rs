@@ -96,38 +96,52 @@ const POINTER_STOP: [bool; 256] = {
 
 /// An integer, as serde_json writes it.
 pub fn integer(out: &mut Vec<u8>, n: i64) {
-    if n < 0 {
-        out.push(b'-');
-    }
-    out.extend_from_slice(Decimal::unsigned(n.unsigned_abs()).as_str().as_bytes());
+    out.extend_from_slice(Decimal::signed(n).as_bytes());
 }
 
-/// A `u64` in decimal digits (as `{}` and `{:?}` write it), without the formatting
-/// machinery (`write!` of an integer costs a few hundred instructions: the JSONPatch's
-/// integers and the log line's fields).
+/// An integer in decimal digits, a `-` before a negative one (as `{}` and `{:?}` write it),
+/// without the formatting machinery (`write!` of an integer costs a few hundred
+/// instructions: the JSONPatch's integers and indexes and the log line's fields).
 pub struct Decimal {
-    digits: [u8; 20],
+    /// Right-aligned: a `u64` has at most 20 digits, an `i64` at most 19 and its sign.
+    text: [u8; 20],
     start: usize,
 }
 
 impl Decimal {
-    pub fn unsigned(mut n: u64) -> Self {
-        let mut digits = [b'0'; 20];
-        let mut start = digits.len();
+    pub fn unsigned(n: u64) -> Self {
+        Self::new(n, false)
+    }
+
+    pub fn signed(n: i64) -> Self {
+        Self::new(n.unsigned_abs(), n < 0)
+    }
+
+    fn new(mut n: u64, negative: bool) -> Self {
+        let mut text = [b'0'; 20];
+        let mut start = text.len();
         loop {
             start -= 1;
-            digits[start] = b'0' + (n % 10) as u8;
+            text[start] = b'0' + (n % 10) as u8;
             n /= 10;
             if n == 0 {
                 break;
             }
         }
-        Decimal { digits, start }
+        if negative {
+            start -= 1;
+            text[start] = b'-';
+        }
+        Decimal { text, start }
+    }
+
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.text[self.start..]
     }
 
     pub fn as_str(&self) -> &str {
-        // Only ASCII digits were written.
-        std::str::from_utf8(&self.digits[self.start..]).unwrap_or_default()
+        // Only ASCII digits and a sign were written.
+        std::str::from_utf8(self.as_bytes()).unwrap_or_default()
     }
 }
 
@@ -194,6 +208,17 @@ mod tests {
         assert_eq!(mine, serde);
     }
 
+    /// The widest texts fill the buffer: `u64::MAX`'s 20 digits, `i64::MIN`'s 19 and a sign.
+    #[rstest]
+    #[case(0)]
+    #[case(9)]
+    #[case(10)]
+    #[case(u64::MAX)]
+    fn unsigned_as_std_writes_them(#[case] n: u64) {
+        assert_eq!(Decimal::unsigned(n).as_str(), n.to_string());
+        assert_eq!(Decimal::unsigned(n).as_bytes(), n.to_string().as_bytes());
+    }
+
     #[rstest]
     #[case(0)]
     #[case(-1)]
@@ -216,8 +241,9 @@ mod tests {
         #[test]
         fn any_integer_as_serde_writes_it(n in any::<i64>()) {
             prop_assert_eq!(written(|out| integer(out, n)), serde_json::to_string(&n).unwrap());
-            let digits = Decimal::unsigned(n.unsigned_abs());
-            prop_assert_eq!(digits.as_str(), n.unsigned_abs().to_string());
+            let (signed, unsigned) = (Decimal::signed(n), Decimal::unsigned(n as u64));
+            prop_assert_eq!(signed.as_str(), n.to_string());
+            prop_assert_eq!(unsigned.as_str(), (n as u64).to_string());
         }
 
         /// Any string, and tokens made of the bytes either escape changes around plain runs

@@ -203,12 +203,7 @@ impl Visit for PlainVisitor<'_> {
     fn record_i64(&mut self, field: &Field, value: i64) {
         self.field(
             field,
-            |w| {
-                if value < 0 {
-                    w.write_char('-')?;
-                }
-                w.write_str(Decimal::unsigned(value.unsigned_abs()).as_str())
-            },
+            |w| w.write_str(Decimal::signed(value).as_str()),
             |v| v.record_i64(field, value),
         );
     }
