@@ -19,7 +19,7 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::LifecycleHandler;
 
-use super::pod::{ContainerView, Named, PodSpecView};
+use super::pod::{ContainerView, Item, Listed, Named, PodSpecView};
 use crate::timing::{self, Evidence, PrestopSource, Timing, TimingSettings};
 
 /// `gracegate.io/drain: "wait" | "sleep"` on a pod or its namespace; the pod's value wins.
@@ -261,18 +261,7 @@ pub fn plan(
                 .to_string(),
         );
     }
-    // The lists the reader kept as text are read here, the only place that looks at them;
-    // one that cannot be read keeps the waiter out (and the sleep in), it does not fail the
-    // review.
-    let volumes = match &spec.volumes {
-        Some(volumes) => volumes.items().map_err(|e| {
-            format!(
-                "gracegate: could not read the pod's volumes ({e}); no drain wait, the preStop \
-                 sleeps instead"
-            )
-        })?,
-        None => Cow::Borrowed(&[][..]),
-    };
+    let volumes = items(&spec.volumes, || "the pod's volumes".to_string())?;
     let volume = volumes.iter().find(|v| v.name == WAITER_NAME);
     if volume.is_some_and(|v| v.empty_dir.is_none()) {
         return Err(format!(
@@ -285,16 +274,9 @@ pub fn plan(
         let Some(c) = spec.containers.get(index) else {
             continue;
         };
-        let mounts = match &c.volume_mounts {
-            Some(mounts) => mounts.items().map_err(|e| {
-                format!(
-                    "gracegate: could not read the volume mounts of container {} ({e}); no \
-                     drain wait, the preStop sleeps instead",
-                    c.name
-                )
-            })?,
-            None => Cow::Borrowed(&[][..]),
-        };
+        let mounts = items(&c.volume_mounts, || {
+            format!("the volume mounts of container {}", c.name)
+        })?;
         let ours = mounts
             .iter()
             .any(|m| m.name == WAITER_NAME && m.mount_path == MOUNT_PATH);
@@ -305,16 +287,7 @@ pub fn plan(
                 c.name
             ));
         }
-        let env = match &c.env {
-            Some(env) => env.items().map_err(|e| {
-                format!(
-                    "gracegate: could not read the env of container {} ({e}); no drain wait, \
-                     the preStop sleeps instead",
-                    c.name
-                )
-            })?,
-            None => Cow::Borrowed(&[][..]),
-        };
+        let env = items(&c.env, || format!("the env of container {}", c.name))?;
         let add = container_add(index, c, ours, &env);
         if add.mount.is_some() || !add.env.is_empty() {
             containers.push(add);
@@ -332,6 +305,24 @@ pub fn plan(
         command: command(&drain.url, seconds, ca),
         image: drain.image.clone(),
     }))
+}
+
+/// The items of a list the reader kept as text (none when the pod has no such list): read
+/// here, the only place that looks at them. One that cannot be read keeps the waiter out
+/// (and the sleep in) with a warning naming `what`; it does not fail the review.
+fn items<'l, 'a, T: Item<'a>>(
+    list: &'l Option<Listed<'a, T>>,
+    what: impl FnOnce() -> String,
+) -> Result<Cow<'l, [T]>, String> {
+    match list {
+        Some(list) => list.items().map_err(|e| {
+            format!(
+                "gracegate: could not read {} ({e}); no drain wait, the preStop sleeps instead",
+                what()
+            )
+        }),
+        None => Ok(Cow::Borrowed(&[])),
+    }
 }
 
 fn is_under(path: &str) -> bool {
