@@ -150,12 +150,6 @@ fn table(audit: &Audit, color: bool) -> String {
     out
 }
 
-/// Whether the table may use colour: stdout is a terminal and `NO_COLOR` is unset or empty
-/// (<https://no-color.org>).
-pub fn use_color(is_terminal: bool, no_color: Option<&std::ffi::OsStr>) -> bool {
-    is_terminal && no_color.is_none_or(|v| v.is_empty())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -173,14 +167,5 @@ mod tests {
             out,
             "NAME          READY\na             1/1\nlonger-name   0/1\n"
         );
-    }
-
-    #[test]
-    fn colour_only_on_a_terminal_without_no_color() {
-        use std::ffi::OsStr;
-        assert!(use_color(true, None));
-        assert!(use_color(true, Some(OsStr::new(""))));
-        assert!(!use_color(true, Some(OsStr::new("1"))));
-        assert!(!use_color(false, None));
     }
 }

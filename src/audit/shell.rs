@@ -70,7 +70,7 @@ pub async fn run_with_client(
     }
     let result = audit(&inventory, &settings);
     let color = args.output == Format::Table
-        && output::use_color(
+        && crate::logging::ansi(
             std::io::IsTerminal::is_terminal(&std::io::stdout()),
             std::env::var_os("NO_COLOR").as_deref(),
         );

@@ -29,9 +29,11 @@ mod format;
 
 pub use format::{PlainFields, PlainVisitor, UtcTime};
 
-/// Whether plain logs may use colour.
-pub fn ansi(stderr_is_terminal: bool, no_color: Option<&OsStr>) -> bool {
-    stderr_is_terminal && no_color.is_none_or(|v| v.is_empty())
+/// Whether text for a stream may use colour (ANSI escapes): the stream is a terminal and
+/// `NO_COLOR` is unset or empty (<https://no-color.org>). Plain logs on stderr and `audit`'s
+/// table on stdout.
+pub fn ansi(is_terminal: bool, no_color: Option<&OsStr>) -> bool {
+    is_terminal && no_color.is_none_or(|v| v.is_empty())
 }
 
 /// Install the global subscriber; the level comes from `RUST_LOG` (default `info`).
