@@ -30,7 +30,7 @@ use axum::body::Body;
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use gracegate::cluster::{Cluster, Objects};
 use gracegate::inject::Settings;
-use gracegate::logging::{LogFormat, dispatch};
+use gracegate::logging::{LogFormat, PlainFields, UtcTime, dispatch};
 use gracegate::metrics::Metrics;
 use gracegate::webhook::conn::{BodyLimit, InFlight};
 use gracegate::webhook::review::{PATCH_CAPACITY, Reviewed, parse, parse_serde, review};
@@ -325,6 +325,9 @@ fn log_before(reviewed: &Reviewed) {
 
 /// The log line of a patched review under each subscriber. Each subscriber is made only
 /// for its own benchmark: tracing caches a call site's interest over all live ones.
+/// `plain_no_timer` and `plain_level_filter` are `plain` (gracegate's `PlainFields` and
+/// `UtcTime`) with one thing changed: no timestamp, a level filter for `EnvFilter`;
+/// `json_tracing` is `json` as tracing-subscriber writes it.
 fn log_line(c: &mut Criterion, reviewed: &Reviewed) {
     type Variant = (&'static str, fn() -> tracing::Dispatch, fn(&Reviewed));
     fn plain() -> tracing::Dispatch {
@@ -343,17 +346,33 @@ fn log_line(c: &mut Criterion, reviewed: &Reviewed) {
             std::io::sink,
         )
     }
-    let variants: [Variant; 7] = [
+    let variants: [Variant; 8] = [
         ("plain", plain, log_review),
         ("plain_before", plain, log_before),
         ("json", json, log_review),
         ("json_before", json, log_before),
+        // tracing-subscriber's own JSON format, which `JsonLine` writes by hand.
+        (
+            "json_tracing",
+            || {
+                tracing_subscriber::fmt()
+                    .with_env_filter(EnvFilter::new("info"))
+                    .with_timer(UtcTime)
+                    .with_writer(std::io::sink)
+                    .json()
+                    .flatten_event(true)
+                    .finish()
+                    .into()
+            },
+            log_review,
+        ),
         (
             "plain_no_timer",
             || {
                 tracing_subscriber::fmt()
                     .with_env_filter(EnvFilter::new("info"))
                     .with_ansi(false)
+                    .fmt_fields(PlainFields)
                     .without_time()
                     .with_writer(std::io::sink)
                     .finish()
@@ -367,6 +386,8 @@ fn log_line(c: &mut Criterion, reviewed: &Reviewed) {
                 tracing_subscriber::fmt()
                     .with_max_level(tracing::Level::INFO)
                     .with_ansi(false)
+                    .fmt_fields(PlainFields)
+                    .with_timer(UtcTime)
                     .with_writer(std::io::sink)
                     .finish()
                     .into()
