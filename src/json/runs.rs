@@ -118,7 +118,8 @@ mod sse2 {
                 let low = _mm_min_epu8(v, _mm_set1_epi8(0x1f));
                 hits = _mm_or_si128(hits, _mm_cmpeq_epi8(low, v));
             }
-            _mm_movemask_epi8(hits) as u32 & 0xffff
+            // 16 bits, one a byte: the `i32`'s upper half is always zero.
+            u32::from(_mm_movemask_epi8(hits) as u16)
         }
     }
 }
