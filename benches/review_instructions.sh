@@ -10,7 +10,8 @@
 #   benches/review_instructions.sh [N]      N = 200; needs valgrind and python3
 #
 # Environment: GRACEGATE, FLOOR (binaries; default the release builds), BUILD=0 to skip
-# building them, OUT (target/bench/instructions), PORT (19443).
+# building them, OUT (target/bench/instructions), PORT (19443); GRACEGATE_LOG_FORMAT=json
+# (gracegate's own variable) for the JSON log line.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 N=${1:-200}

@@ -26,8 +26,10 @@ use tracing_subscriber::fmt::MakeWriter;
 #[cfg(test)]
 pub(crate) mod captured;
 mod format;
+mod json_line;
 
 pub use format::{PlainFields, PlainVisitor, UtcTime};
+pub use json_line::JsonLine;
 
 /// Whether text for a stream may use colour (ANSI escapes): the stream is a terminal and
 /// `NO_COLOR` is unset or empty (<https://no-color.org>). Plain logs on stderr and `audit`'s
@@ -103,7 +105,12 @@ where
             .fmt_fields(PlainFields)
             .finish()
             .into(),
-        LogFormat::Json => builder.json().flatten_event(true).finish().into(),
+        // `json()` for its span fields (`JsonFields`), which `JsonLine` hands spans to.
+        LogFormat::Json => builder
+            .json()
+            .event_format(JsonLine::new(UtcTime))
+            .finish()
+            .into(),
     }
 }
 
