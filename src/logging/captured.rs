@@ -1,6 +1,6 @@
 //! A writer the tests read back: what a subscriber wrote, and in how many writes. One for
 //! every test that captures log lines (the batching writer's, the line format's, the
-//! review's line).
+//! review's line). And the events both line formats' tests log, outside any span.
 
 use std::io::{self, Write};
 use std::sync::{Arc, Mutex};
@@ -21,10 +21,83 @@ impl Write for Captured {
 }
 
 impl Captured {
+    /// What the subscriber `make` builds around a `Captured` writes for the events of `f`.
+    pub fn lines<S>(make: impl FnOnce(Captured) -> S, f: impl FnOnce()) -> String
+    where
+        S: tracing::Subscriber + Send + Sync + 'static,
+    {
+        let lines = Captured::default();
+        tracing::subscriber::with_default(make(lines.clone()), f);
+        lines.text()
+    }
+
     pub fn text(&self) -> String {
         String::from_utf8(self.0.lock().unwrap().0.clone()).unwrap()
     }
     pub fn writes(&self) -> usize {
         self.0.lock().unwrap().1
     }
+}
+
+/// An error with a source, its text in need of escapes.
+#[derive(Debug)]
+pub struct Failed(pub Option<Box<Failed>>);
+
+impl std::fmt::Display for Failed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.is_some() {
+            "outer \x1b[31m \"q\""
+        } else {
+            "inner"
+        })
+    }
+}
+
+impl std::error::Error for Failed {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.0.as_deref().map(|e| e as _)
+    }
+}
+
+/// Eight lines outside any span: a review-like line with every kind of value (strings in
+/// need of escapes, integers at their limits, floats, 128-bit integers, bytes, `Debug`,
+/// raw and dotted names, a formatted message), errors with and without sources, every
+/// level, a message alone, an odd target, `message` as a field, a name given twice.
+pub fn events() {
+    let skip: Option<&str> = None;
+    tracing::info!(
+        uid = %"6f0c-11",
+        namespace = %"shop",
+        pod = %"web-7d9f\u{1b}[2J \"quoted\" sp ace \\ /",
+        gates = Some(2u64),
+        skip = skip.map(tracing::field::display),
+        dry_run = true,
+        off = false,
+        grace = 45i64,
+        low = i64::MIN,
+        high = u64::MAX,
+        zero = 0u64,
+        ratio = 1.5f64,
+        whole = 2.0f64,
+        tiny = 1e-7f64,
+        huge = 1e300f64,
+        negative_zero = -0.0f64,
+        nan = f64::NAN,
+        infinite = f64::NEG_INFINITY,
+        big = u128::MAX,
+        small = i128::MIN,
+        bytes = &b"\x00\xff ok"[..],
+        text = "a \"str\"\n\u{9b}é\u{7f}😀",
+        debug = ?vec!["x", "y\n"],
+        r#type = "raw name",
+        a.dotted = 1u64,
+        "review \u{1b}[31m{} \u{85}", 7
+    );
+    tracing::warn!(error = &Failed(Some(Box::new(Failed(None)))) as &dyn std::error::Error, pod = %"p", "failed");
+    tracing::error!(error = &Failed(None) as &dyn std::error::Error);
+    tracing::debug!(only = 1u64);
+    tracing::trace!("message only");
+    tracing::info!(target: "odd \"target\"\n", "elsewhere");
+    tracing::info!(message = %"message as a field", after = 1u64);
+    tracing::info!(same = 1u64, same = 2u64);
 }

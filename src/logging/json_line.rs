@@ -173,7 +173,7 @@ mod tests {
     use tracing_subscriber::EnvFilter;
 
     use super::*;
-    use crate::logging::captured::Captured;
+    use crate::logging::captured::{Captured, events};
 
     /// A fixed time, so that two formats' lines can be compared; `"` and a newline in it
     /// show that it is escaped as tracing-subscriber escapes it.
@@ -194,16 +194,15 @@ mod tests {
             + Sync
             + 'static,
     {
-        let lines = Captured::default();
-        let out = lines.clone();
-        let subscriber = tracing_subscriber::fmt()
-            .with_env_filter(EnvFilter::new("trace"))
-            .json()
-            .event_format(format)
-            .with_writer(move || out.clone())
-            .finish();
-        tracing::subscriber::with_default(subscriber, f);
-        lines.text()
+        let subscriber = |out: Captured| {
+            tracing_subscriber::fmt()
+                .with_env_filter(EnvFilter::new("trace"))
+                .json()
+                .event_format(format)
+                .with_writer(move || out.clone())
+                .finish()
+        };
+        Captured::lines(subscriber, f)
     }
 
     /// Both formats on the same events: the same text, each line JSON.
@@ -222,70 +221,14 @@ mod tests {
         written(JsonLine::new(At("now")), &events)
     }
 
-    #[derive(Debug)]
-    struct Failed(Option<Box<Failed>>);
-
-    impl std::fmt::Display for Failed {
-        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-            f.write_str(if self.0.is_some() {
-                "outer \x1b[31m \"q\""
-            } else {
-                "inner"
-            })
-        }
-    }
-
-    impl std::error::Error for Failed {
-        fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-            self.0.as_deref().map(|e| e as _)
-        }
-    }
-
     #[test]
     fn json_lines_are_tracings_json_lines() {
-        let text = same_as_tracing(|| {
-            let skip: Option<&str> = None;
-            tracing::info!(
-                uid = %"6f0c-11",
-                namespace = %"shop",
-                pod = %"web-7d9f\u{1b}[2J \"quoted\" sp ace \\ /",
-                gates = Some(2u64),
-                skip = skip.map(tracing::field::display),
-                dry_run = true,
-                off = false,
-                grace = 45i64,
-                low = i64::MIN,
-                high = u64::MAX,
-                zero = 0u64,
-                ratio = 1.5f64,
-                whole = 2.0f64,
-                tiny = 1e-7f64,
-                huge = 1e300f64,
-                negative_zero = -0.0f64,
-                nan = f64::NAN,
-                infinite = f64::NEG_INFINITY,
-                big = u128::MAX,
-                small = i128::MIN,
-                bytes = &b"\x00\xff ok"[..],
-                text = "a \"str\"\n\u{9b}é\u{7f}😀",
-                debug = ?vec!["x", "y\n"],
-                r#type = "raw name",
-                a.dotted = 1u64,
-                "review \u{1b}[31m{} \u{85}", 7
-            );
-            tracing::warn!(error = &Failed(Some(Box::new(Failed(None)))) as &dyn std::error::Error, pod = %"p", "failed");
-            tracing::error!(error = &Failed(None) as &dyn std::error::Error);
-            tracing::debug!(only = 1u64);
-            tracing::trace!("message only");
-            tracing::info!(target: "odd \"target\"\n", "elsewhere");
-            tracing::info!(message = %"message as a field", after = 1u64);
-            tracing::info!(same = 1u64, same = 2u64);
-        });
+        let text = same_as_tracing(events);
         // Not vacuous: the fields are there, written by JsonLine.
         for expected in [
             r#"{"timestamp":"now","level":"INFO","message":"review \u001b[31m7 "#,
             r#""uid":"6f0c-11","namespace":"shop","pod":"web-7d9f\u001b[2J \"quoted\" sp ace \\ /","gates":2,"dry_run":true,"off":false,"grace":45,"low":-9223372036854775808,"high":18446744073709551615,"zero":0,"ratio":1.5,"whole":2.0,"tiny":1e-7,"huge":1e+300,"negative_zero":-0.0,"nan":null,"infinite":null,"big":"340282366920938463463374607431768211455""#,
-            r#""type":"raw name","a.dotted":1,"target":"gracegate::logging::json_line::tests"}"#,
+            r#""type":"raw name","a.dotted":1,"target":"gracegate::logging::captured"}"#,
             r#"{"timestamp":"now","level":"ERROR","error":"inner","target""#,
             r#""level":"TRACE","message":"message only""#,
             r#""target":"odd \"target\"\n"}"#,
