@@ -30,7 +30,7 @@ use axum::body::Body;
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use gracegate::cluster::{Cluster, Objects};
 use gracegate::inject::Settings;
-use gracegate::logging::{LogFormat, PlainFields, UtcTime, dispatch};
+use gracegate::logging::{LogFormat, PlainFields, PlainLine, UtcTime, dispatch};
 use gracegate::metrics::Metrics;
 use gracegate::webhook::conn::{BodyLimit, InFlight};
 use gracegate::webhook::review::{PATCH_CAPACITY, Reviewed, parse, parse_serde, review};
@@ -325,8 +325,9 @@ fn log_before(reviewed: &Reviewed) {
 
 /// The log line of a patched review under each subscriber. Each subscriber is made only
 /// for its own benchmark: tracing caches a call site's interest over all live ones.
-/// `plain_no_timer` and `plain_level_filter` are `plain` (gracegate's `PlainFields` and
-/// `UtcTime`) with one thing changed: no timestamp, a level filter for `EnvFilter`;
+/// `plain_no_timer` and `plain_level_filter` are `plain` (gracegate's `PlainLine`,
+/// `PlainFields` and `UtcTime`) with one thing changed: a timer that writes nothing, a level
+/// filter for `EnvFilter`;
 /// `json_tracing` is `json` as tracing-subscriber writes it.
 fn log_line(c: &mut Criterion, reviewed: &Reviewed) {
     type Variant = (&'static str, fn() -> tracing::Dispatch, fn(&Reviewed));
@@ -373,7 +374,7 @@ fn log_line(c: &mut Criterion, reviewed: &Reviewed) {
                     .with_env_filter(EnvFilter::new("info"))
                     .with_ansi(false)
                     .fmt_fields(PlainFields)
-                    .without_time()
+                    .event_format(PlainLine::new(()))
                     .with_writer(std::io::sink)
                     .finish()
                     .into()
@@ -387,7 +388,7 @@ fn log_line(c: &mut Criterion, reviewed: &Reviewed) {
                     .with_max_level(tracing::Level::INFO)
                     .with_ansi(false)
                     .fmt_fields(PlainFields)
-                    .with_timer(UtcTime)
+                    .event_format(PlainLine::new(UtcTime))
                     .with_writer(std::io::sink)
                     .finish()
                     .into()

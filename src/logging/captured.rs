@@ -1,6 +1,7 @@
 //! A writer the tests read back: what a subscriber wrote, and in how many writes. One for
 //! every test that captures log lines (the batching writer's, the line format's, the
-//! review's line). And the events both line formats' tests log, outside any span.
+//! review's line). And the events both line formats' tests log, outside any span, and a
+//! fixed time for them.
 
 use std::io::{self, Write};
 use std::sync::{Arc, Mutex};
@@ -100,4 +101,21 @@ pub fn events() {
     tracing::info!(target: "odd \"target\"\n", "elsewhere");
     tracing::info!(message = %"message as a field", after = 1u64);
     tracing::info!(same = 1u64, same = 2u64);
+}
+
+/// A line's time fixed, so that two formats' lines can be compared: a text (with `"` and a
+/// newline in it, it shows how a format escapes it), or a timer that fails.
+#[derive(Clone, Copy, Debug)]
+pub enum At {
+    Text(&'static str),
+    Unknown,
+}
+
+impl tracing_subscriber::fmt::time::FormatTime for At {
+    fn format_time(&self, w: &mut tracing_subscriber::fmt::format::Writer<'_>) -> std::fmt::Result {
+        match self {
+            At::Text(text) => w.write_str(text),
+            At::Unknown => Err(std::fmt::Error),
+        }
+    }
 }

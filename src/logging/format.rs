@@ -1,14 +1,73 @@
-//! How a line is written: its fields ([`PlainFields`]) and its time ([`UtcTime`]), the same
-//! text as tracing-subscriber's own, with less formatting machinery.
+//! How a plain line is written: the line ([`PlainLine`]), its fields ([`PlainFields`]) and
+//! its time ([`UtcTime`]), the same text as tracing-subscriber's own, with less formatting
+//! machinery.
 
 use std::fmt;
 
 use tracing::field::{Field, Visit};
+use tracing::{Event, Level, Subscriber};
 
 use crate::json::write::Decimal;
 use tracing_subscriber::field::{MakeVisitor, VisitFmt, VisitOutput};
-use tracing_subscriber::fmt::format::{DefaultVisitor, Writer};
+use tracing_subscriber::fmt::format::{DefaultVisitor, Format, Full, Writer};
 use tracing_subscriber::fmt::time::FormatTime;
+use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields};
+use tracing_subscriber::registry::LookupSpan;
+
+// === impl PlainLine ===
+
+/// The plain line as tracing-subscriber's default (`Full`) format writes it without colour
+/// and outside spans: `{time} {level:>5} {target}: {fields}`, the level and target written
+/// directly where that format `write!`s them through its (empty) styles. A line with colour
+/// or inside a span (gracegate logs none) it hands to that format itself. The fields are
+/// the subscriber's (`PlainFields`). The tests compare the two on the same events.
+#[derive(Debug, Clone)]
+pub struct PlainLine<T = UtcTime> {
+    timer: T,
+    /// tracing-subscriber's own format, for colour and spans.
+    styled: Format<Full, T>,
+}
+
+impl<T: FormatTime + Clone> PlainLine<T> {
+    pub fn new(timer: T) -> Self {
+        let styled = tracing_subscriber::fmt::format().with_timer(timer.clone());
+        PlainLine { timer, styled }
+    }
+}
+
+impl<S, N, T> FormatEvent<S, N> for PlainLine<T>
+where
+    S: Subscriber + for<'a> LookupSpan<'a>,
+    N: for<'w> FormatFields<'w> + 'static,
+    T: FormatTime,
+{
+    fn format_event(
+        &self,
+        ctx: &FmtContext<'_, S, N>,
+        mut writer: Writer<'_>,
+        event: &Event<'_>,
+    ) -> fmt::Result {
+        if writer.has_ansi_escapes() || ctx.event_scope().is_some() {
+            return self.styled.format_event(ctx, writer, event);
+        }
+        let meta = event.metadata();
+        if self.timer.format_time(&mut writer).is_err() {
+            writer.write_str("<unknown time>")?;
+        }
+        // The level right-aligned in five columns, as `FmtLevel` pads it.
+        writer.write_str(match *meta.level() {
+            Level::TRACE => " TRACE ",
+            Level::DEBUG => " DEBUG ",
+            Level::INFO => "  INFO ",
+            Level::WARN => "  WARN ",
+            Level::ERROR => " ERROR ",
+        })?;
+        writer.write_str(meta.target())?;
+        writer.write_str(": ")?;
+        ctx.format_fields(writer.by_ref(), event)?;
+        writer.write_char('\n')
+    }
+}
 
 // === impl UtcTime ===
 
@@ -247,7 +306,7 @@ mod tests {
     use tracing_subscriber::EnvFilter;
 
     use super::*;
-    use crate::logging::captured::{Captured, events};
+    use crate::logging::captured::{At, Captured, events};
 
     // === UtcTime ===
 
@@ -325,6 +384,63 @@ mod tests {
         let parse = |t: &str| t.parse::<k8s_openapi::jiff::Timestamp>().unwrap();
         let apart = parse(&by_us).duration_since(parse(&by_tracing));
         assert!(apart.as_secs().abs() < 5, "{by_us} {by_tracing}");
+    }
+
+    // === PlainLine against tracing-subscriber's Full format ===
+
+    /// The lines `line` writes for the events of `f`, its fields by `PlainFields`.
+    fn lines_by<E>(line: E, ansi: bool, f: impl FnOnce()) -> String
+    where
+        E: FormatEvent<tracing_subscriber::Registry, PlainFields> + Send + Sync + 'static,
+    {
+        let subscriber = |out: Captured| {
+            tracing_subscriber::fmt()
+                .with_env_filter(EnvFilter::new("trace"))
+                .with_ansi(ansi)
+                .fmt_fields(PlainFields)
+                .event_format(line)
+                .with_writer(move || out.clone())
+                .finish()
+        };
+        Captured::lines(subscriber, f)
+    }
+
+    /// Both line formats on the same events, plain and in colour, with a time and with a
+    /// timer that fails (`<unknown time>`): the same text.
+    fn same_as_full(events: impl Fn()) -> String {
+        for at in [At::Text("2026-12-05T01:10:00.000001Z"), At::Unknown] {
+            for ansi in [false, true] {
+                let full = tracing_subscriber::fmt::format().with_timer(at);
+                assert_eq!(
+                    lines_by(PlainLine::new(at), ansi, &events),
+                    lines_by(full, ansi, &events),
+                    "{at:?}, ansi {ansi}"
+                );
+            }
+        }
+        lines_by(PlainLine::new(At::Text("now")), false, &events)
+    }
+
+    #[test]
+    fn plain_lines_are_tracings_full_lines() {
+        let text = same_as_full(|| {
+            events();
+            let span = tracing::info_span!("review", uid = %"u-1");
+            let _in = span.enter();
+            tracing::info!(pod = %"inside", "nested");
+        });
+        // Not vacuous: every level, the target, the fields after them.
+        for expected in [
+            "now  INFO gracegate::logging::captured: review ",
+            "now  WARN gracegate::logging::captured: failed error=",
+            "now ERROR gracegate::logging::captured: error=inner",
+            "now DEBUG gracegate::logging::captured: only=1",
+            "now TRACE gracegate::logging::captured: message only",
+            "now  INFO odd \"target\"\n: elsewhere",
+            "now  INFO review{uid=u-1}: gracegate::logging::format::tests: nested pod=inside",
+        ] {
+            assert!(text.contains(expected), "{expected} not in {text}");
+        }
     }
 
     // === PlainFields against DefaultFields ===

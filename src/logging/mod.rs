@@ -28,7 +28,7 @@ pub(crate) mod captured;
 mod format;
 mod json_line;
 
-pub use format::{PlainFields, PlainVisitor, UtcTime};
+pub use format::{PlainFields, PlainLine, PlainVisitor, UtcTime};
 pub use json_line::JsonLine;
 
 /// Whether text for a stream may use colour (ANSI escapes): the stream is a terminal and
@@ -103,6 +103,7 @@ where
         LogFormat::Plain => builder
             .with_ansi(ansi)
             .fmt_fields(PlainFields)
+            .event_format(PlainLine::new(UtcTime))
             .finish()
             .into(),
         // `json()` for its span fields (`JsonFields`), which `JsonLine` hands spans to.
