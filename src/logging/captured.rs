@@ -1,7 +1,7 @@
 //! A writer the tests read back: what a subscriber wrote, and in how many writes. One for
 //! every test that captures log lines (the batching writer's, the line format's, the
-//! review's line). And the events both line formats' tests log, outside any span, and a
-//! fixed time for them.
+//! review's line). And the events both line formats' tests log, outside spans and inside,
+//! and a fixed time for them.
 
 use std::io::{self, Write};
 use std::sync::{Arc, Mutex};
@@ -22,13 +22,27 @@ impl Write for Captured {
 }
 
 impl Captured {
-    /// What the subscriber `make` builds around a `Captured` writes for the events of `f`.
-    pub fn lines<S>(make: impl FnOnce(Captured) -> S, f: impl FnOnce()) -> String
+    /// What a subscriber writing to a `Captured`, every level, `fields` for the fields and
+    /// `line` for the line, with colour or without, writes for the events of `f`. The one
+    /// subscriber the line formats' tests compare gracegate's formats with tracing's on.
+    pub fn lines<N, E>(fields: N, line: E, ansi: bool, f: impl FnOnce()) -> String
     where
-        S: tracing::Subscriber + Send + Sync + 'static,
+        N: for<'w> tracing_subscriber::fmt::FormatFields<'w> + Send + Sync + 'static,
+        E: tracing_subscriber::fmt::FormatEvent<tracing_subscriber::Registry, N>
+            + Send
+            + Sync
+            + 'static,
     {
         let lines = Captured::default();
-        tracing::subscriber::with_default(make(lines.clone()), f);
+        let out = lines.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::new("trace"))
+            .with_ansi(ansi)
+            .fmt_fields(fields)
+            .event_format(line)
+            .with_writer(move || out.clone())
+            .finish();
+        tracing::subscriber::with_default(subscriber, f);
         lines.text()
     }
 
@@ -101,6 +115,18 @@ pub fn events() {
     tracing::info!(target: "odd \"target\"\n", "elsewhere");
     tracing::info!(message = %"message as a field", after = 1u64);
     tracing::info!(same = 1u64, same = 2u64);
+}
+
+/// Two lines inside nested spans (one span's field recorded late): one in the spans, one
+/// a root event (`parent: None`) while they are entered.
+pub fn events_in_spans() {
+    let span = tracing::info_span!("review", uid = %"u-1", n = 3u64, late = tracing::field::Empty);
+    let _in = span.enter();
+    span.record("late", "later");
+    let inner = tracing::debug_span!("plan", gates = 1i64);
+    let _in = inner.enter();
+    tracing::info!(pod = %"inside", "nested");
+    tracing::info!(parent: None, "a root event, still in the current span");
 }
 
 /// A line's time fixed, so that two formats' lines can be compared: a text (with `"` and a

@@ -303,10 +303,8 @@ impl VisitFmt for PlainVisitor<'_> {
 mod tests {
     use std::time::Duration;
 
-    use tracing_subscriber::EnvFilter;
-
     use super::*;
-    use crate::logging::captured::{At, Captured, events};
+    use crate::logging::captured::{At, Captured, events, events_in_spans};
 
     // === UtcTime ===
 
@@ -388,23 +386,6 @@ mod tests {
 
     // === PlainLine against tracing-subscriber's Full format ===
 
-    /// The lines `line` writes for the events of `f`, its fields by `PlainFields`.
-    fn lines_by<E>(line: E, ansi: bool, f: impl FnOnce()) -> String
-    where
-        E: FormatEvent<tracing_subscriber::Registry, PlainFields> + Send + Sync + 'static,
-    {
-        let subscriber = |out: Captured| {
-            tracing_subscriber::fmt()
-                .with_env_filter(EnvFilter::new("trace"))
-                .with_ansi(ansi)
-                .fmt_fields(PlainFields)
-                .event_format(line)
-                .with_writer(move || out.clone())
-                .finish()
-        };
-        Captured::lines(subscriber, f)
-    }
-
     /// Both line formats on the same events, plain and in colour, with a time and with a
     /// timer that fails (`<unknown time>`): the same text.
     fn same_as_full(events: impl Fn()) -> String {
@@ -412,22 +393,20 @@ mod tests {
             for ansi in [false, true] {
                 let full = tracing_subscriber::fmt::format().with_timer(at);
                 assert_eq!(
-                    lines_by(PlainLine::new(at), ansi, &events),
-                    lines_by(full, ansi, &events),
+                    Captured::lines(PlainFields, PlainLine::new(at), ansi, &events),
+                    Captured::lines(PlainFields, full, ansi, &events),
                     "{at:?}, ansi {ansi}"
                 );
             }
         }
-        lines_by(PlainLine::new(At::Text("now")), false, &events)
+        Captured::lines(PlainFields, PlainLine::new(At::Text("now")), false, &events)
     }
 
     #[test]
     fn plain_lines_are_tracings_full_lines() {
         let text = same_as_full(|| {
             events();
-            let span = tracing::info_span!("review", uid = %"u-1");
-            let _in = span.enter();
-            tracing::info!(pod = %"inside", "nested");
+            events_in_spans();
         });
         // Not vacuous: every level, the target, the fields after them.
         for expected in [
@@ -437,7 +416,8 @@ mod tests {
             "now DEBUG gracegate::logging::captured: only=1",
             "now TRACE gracegate::logging::captured: message only",
             "now  INFO odd \"target\"\n: elsewhere",
-            "now  INFO review{uid=u-1}: gracegate::logging::format::tests: nested pod=inside",
+            "now  INFO review{uid=u-1 n=3 late=\"later\"}:plan{gates=1}: gracegate::logging::captured: nested pod=inside",
+            "now  INFO gracegate::logging::captured: a root event, still in the current span",
         ] {
             assert!(text.contains(expected), "{expected} not in {text}");
         }
@@ -450,16 +430,8 @@ mod tests {
     where
         N: for<'w> tracing_subscriber::fmt::FormatFields<'w> + Send + Sync + 'static,
     {
-        let subscriber = |out: Captured| {
-            tracing_subscriber::fmt()
-                .with_env_filter(EnvFilter::new("trace"))
-                .with_ansi(ansi)
-                .without_time()
-                .fmt_fields(fields)
-                .with_writer(move || out.clone())
-                .finish()
-        };
-        Captured::lines(subscriber, f)
+        let line = tracing_subscriber::fmt::format().without_time();
+        Captured::lines(fields, line, ansi, f)
     }
 
     /// Both field formatters on the same events: the same text, plain and in colour.
@@ -479,13 +451,7 @@ mod tests {
     fn plain_fields_write_what_default_fields_write() {
         let text = same_as_default(|| {
             events();
-            let span =
-                tracing::info_span!("review", uid = %"u-1", n = 3u64, late = tracing::field::Empty);
-            let _in = span.enter();
-            span.record("late", "later");
-            let inner = tracing::debug_span!("plan", gates = 1i64);
-            let _in = inner.enter();
-            tracing::info!(pod = %"inside", "nested");
+            events_in_spans();
         });
         // Not vacuous: the fields are there, written by PlainFields.
         for expected in [
@@ -498,8 +464,8 @@ mod tests {
             assert!(text.contains(expected), "{expected} not in {text}");
         }
         assert!(!text.contains("skip="), "{text}");
-        // Nine events; the plain format writes the odd target's newline as it is.
-        assert_eq!(text.lines().count(), 10, "{text}");
+        // Ten events; the plain format writes the odd target's newline as it is.
+        assert_eq!(text.lines().count(), 11, "{text}");
     }
 
     proptest::proptest! {

@@ -170,28 +170,18 @@ impl Visit for Fields<'_, '_> {
 
 #[cfg(test)]
 mod tests {
-    use tracing_subscriber::EnvFilter;
+    use tracing_subscriber::fmt::format::JsonFields;
 
     use super::*;
-    use crate::logging::captured::{At, Captured, events};
+    use crate::logging::captured::{At, Captured, events, events_in_spans};
 
-    /// The lines `format` writes for the events of `f`.
+    /// The lines `format` writes for the events of `f` (span fields as JSON, no colour: what
+    /// tracing-subscriber's `json()` sets).
     fn written<E>(format: E, f: impl FnOnce()) -> String
     where
-        E: FormatEvent<tracing_subscriber::Registry, tracing_subscriber::fmt::format::JsonFields>
-            + Send
-            + Sync
-            + 'static,
+        E: FormatEvent<tracing_subscriber::Registry, JsonFields> + Send + Sync + 'static,
     {
-        let subscriber = |out: Captured| {
-            tracing_subscriber::fmt()
-                .with_env_filter(EnvFilter::new("trace"))
-                .json()
-                .event_format(format)
-                .with_writer(move || out.clone())
-                .finish()
-        };
-        Captured::lines(subscriber, f)
+        Captured::lines(JsonFields::new(), format, false, f)
     }
 
     /// Both formats on the same events: the same text, each line JSON.
@@ -240,16 +230,7 @@ mod tests {
     /// An event in a span is tracing-subscriber's to write, `span` and `spans` included.
     #[test]
     fn events_in_spans_are_written_by_tracing() {
-        let text = same_as_tracing(|| {
-            let span =
-                tracing::info_span!("review", uid = %"u-1", n = 3u64, late = tracing::field::Empty);
-            let _in = span.enter();
-            span.record("late", "later");
-            let inner = tracing::debug_span!("plan", gates = 1i64);
-            let _in = inner.enter();
-            tracing::info!(pod = %"inside", "nested");
-            tracing::info!(parent: None, "a root event, still in the current span");
-        });
+        let text = same_as_tracing(events_in_spans);
         assert_eq!(text.lines().count(), 2, "{text}");
         for line in text.lines() {
             assert!(line.contains(r#""spans":[{"#), "{line}");

@@ -95,9 +95,9 @@ pub fn dispatch<W>(format: LogFormat, ansi: bool, filter: EnvFilter, writer: W) 
 where
     W: for<'w> MakeWriter<'w> + Send + Sync + 'static,
 {
+    // The time is the line formats' (`UtcTime` in each).
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_timer(UtcTime)
         .with_writer(writer);
     match format {
         LogFormat::Plain => builder
