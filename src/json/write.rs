@@ -1,7 +1,8 @@
 //! The writing side: JSON text written by hand, byte for byte as serde_json writes it
 //! (compact). A review's JSONPatch (`inject::Plan::write_patch`) and its answer
 //! (`webhook::review::ResponseReview::to_json`) are written straight into their buffers
-//! instead of being built as values first.
+//! instead of being built as values first; the JSON log line's strings
+//! (`logging::JsonLine`) are escaped here too.
 
 /// `s` as a JSON string.
 pub fn string(out: &mut Vec<u8>, s: &str) {
@@ -65,6 +66,7 @@ impl Escape {
             b'\n' => b'n',
             0x0c => b'f',
             b'\r' => b'r',
+            // The other control characters: no other byte is escaped.
             _ => {
                 let hex = [HEX[usize::from(b >> 4)], HEX[usize::from(b & 0xf)]];
                 let text = [b'\\', b'u', b'0', b'0', hex[0], hex[1]];
